@@ -1,0 +1,26 @@
+"""pruning_core: pruning neural networks at initialization, behind one public API.
+
+    import pruning_core as pc
+    model = pc.MODELS["conv"]((1, 8, 8), 10)
+    result = pc.prune(model, "synflow", 0.99, input_shape=(1, 8, 8))
+    result.layers, result.collapsed
+
+The engine knows nothing of the dashboard; the dashboard, the command line (`python -m pruning_core`)
+and notebooks all use the names exported here.
+"""
+
+from .analysis import (CriticalCompression, critical_compression, effective_masks, layer_synaptic_flow,
+                       layer_table)
+from .config import RunConfig, help_text
+from .masks import attach_masks, attached_masks, detach_masks, enforce_masks, prunable_weights
+from .methods import METHODS, MethodSpec, ScoringContext
+from .models import MODELS, ModelSpec
+from .prune import Cancelled, PruneResult, prune
+from .registry import UnknownNameError
+
+__all__ = [
+    "prune", "PruneResult", "Cancelled", "METHODS", "MethodSpec", "ScoringContext", "MODELS", "ModelSpec",
+    "RunConfig", "help_text", "critical_compression", "CriticalCompression", "layer_synaptic_flow",
+    "layer_table", "effective_masks", "attach_masks", "attached_masks", "detach_masks", "enforce_masks",
+    "prunable_weights", "UnknownNameError",
+]

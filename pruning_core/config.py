@@ -1,0 +1,209 @@
+"""One description of a run: the `RunConfig` dataclass.
+
+Every field is written once, here, with its help text and allowed values. From it come:
+the command line flags (`add_arguments` / `from_args`), the dashboard widgets' `help=`
+(`help_text`), the run store's record (`to_dict`), the validation of user input
+(`validate`) and the stable `key()` that names a result, so that the same configuration
+and seed is never computed twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Bump when a change to the code makes old results with the same fields different,
+# so that cached results are recomputed instead of reused.
+CONFIG_VERSION = 1
+
+SCHEDULES = ("exponential", "linear")
+SCOPES = ("global", "layerwise")
+SANITY_CHECKS = ("none", "shuffle", "reinit", "invert")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def _registry_names(registry_attr: str) -> Callable[[], Sequence[str]]:
+    def names() -> Sequence[str]:
+        import pruning_core
+
+        return list(getattr(pruning_core, registry_attr))
+
+    return names
+
+
+def option(default: Any, help: str, choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+           minimum: float | None = None, maximum: float | None = None, below: float | None = None,
+           label: str | None = None) -> Any:
+    """A config field with its help text and allowed values (`below` is an exclusive maximum)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "below": below,
+        "label": label,
+    })
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines the result of one prune-then-train run."""
+
+    dataset: str = option("digits", "Dataset to prune and train on. 'digits' (8x8 handwritten digits) ships "
+                          "with the app: no download, seconds on a CPU.", choices=_registry_names("DATASETS"),
+                          label="Dataset")
+    model: str = option("conv", "Network architecture, built fresh with Kaiming initialisation.",
+                        choices=_registry_names("MODELS"), label="Model")
+    method: str = option("synflow", "How each weight is scored before the lowest-scoring ones are removed.",
+                         choices=_registry_names("METHODS"), label="Pruning method")
+    sparsity: float = option(0.9, "Fraction of prunable weights removed (0.99 = 99% removed = compression 10^2). "
+                             "0 trains the dense network.", minimum=0.0, below=1.0, label="Sparsity")
+    schedule: str = option("exponential", "How density shrinks over the pruning rounds: 'exponential' removes the "
+                           "same fraction of the remaining weights each round, 'linear' the same number.",
+                           choices=SCHEDULES, label="Schedule")
+    iterations: int | None = option(None, "Pruning rounds (1 = one-shot). Empty uses the method's published "
+                                    "default (SynFlow: 100).", minimum=1, label="Rounds")
+    scope: str = option("global", "'global' ranks all layers' weights together; 'layerwise' removes the same "
+                        "fraction from every layer.", choices=SCOPES, label="Scope")
+    sanity: str = option("none", "Sanity check (Frankle et al. 2021): 'shuffle' permutes each layer's mask, "
+                         "'reinit' redraws the kept weights, 'invert' removes the highest scores instead.",
+                         choices=SANITY_CHECKS, label="Sanity check")
+    sparse_init: bool = option(False, "Re-initialise the kept weights with the sparsity-aware initialisation of "
+                               "Evci et al. 2022 (variance scaled by each unit's kept fan-in).",
+                               label="Sparsity-aware init")
+    epochs: int = option(10, "Training epochs after pruning (0 = prune and evaluate only).", minimum=0,
+                         label="Epochs")
+    batch_size: int | None = option(None, "Training batch size. Empty uses the dataset's default.", minimum=1,
+                                    label="Batch size")
+    optimizer: str | None = option(None, "Optimizer: 'sgd' (Nesterov momentum 0.9) or 'adam'. Empty uses the "
+                                   "dataset's default.", choices=OPTIMIZERS, label="Optimizer")
+    lr: float | None = option(None, "Peak learning rate. Empty uses the dataset's default.", minimum=0.0,
+                              label="Learning rate")
+    lr_schedule: str | None = option(None, "Learning-rate schedule over training. Empty uses the dataset's "
+                                     "default.", choices=LR_SCHEDULES, label="LR schedule")
+    weight_decay: float | None = option(None, "L2 weight decay. Empty uses the dataset's default.", minimum=0.0,
+                                        label="Weight decay")
+    label_smoothing: float | None = option(None, "Label smoothing of the cross-entropy loss. Empty uses the "
+                                           "dataset's default.", minimum=0.0, below=1.0, label="Label smoothing")
+    prune_batches: int | None = option(None, "Batches of training data that data-driven methods (SNIP, GraSP, "
+                                       "FORCE) score on. Empty uses the method's default.", minimum=1,
+                                       label="Scoring batches")
+    seed: int = option(0, "Random seed for the initial weights, data order and random pruning; the same seed "
+                       "gives the same initial weights to every method.", minimum=0, label="Seed")
+
+    # ---- derived views -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build from a stored or user-supplied dict; unknown keys are an error, missing keys take defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def key(self) -> str:
+        """Stable 16-hex-digit name of this configuration (same fields and seed -> same key)."""
+        canonical = json.dumps({"version": CONFIG_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> RunConfig:
+        """Raise a ValueError naming the first bad field and what to do; return self when all are valid."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            base, optional = _base_type(f.type)
+            if value is None:
+                if optional:
+                    continue
+                raise ValueError(f"{f.name} must be set")
+            if base is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}")
+                continue
+            if base in (int, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                        base is int and not float(value).is_integer()):
+                    raise ValueError(f"{f.name} must be {'an integer' if base is int else 'a number'}, got {value!r}")
+                if meta["minimum"] is not None and value < meta["minimum"]:
+                    raise ValueError(f"{f.name} must be >= {meta['minimum']}, got {value}")
+                if meta["maximum"] is not None and value > meta["maximum"]:
+                    raise ValueError(f"{f.name} must be <= {meta['maximum']}, got {value}")
+                if meta["below"] is not None and value >= meta["below"]:
+                    raise ValueError(f"{f.name} must be below {meta['below']}, got {value}")
+            choices = field_choices(f.name)
+            if choices is not None and value not in choices:
+                raise ValueError(f"unknown {f.name} {value!r}; choose one of: {', '.join(choices)}")
+        return self
+
+    # ---- command line --------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+        """One flag per field (`--prune-batches`), with the field's help, type, choices and default."""
+        for f in dataclasses.fields(cls):
+            if f.name in exclude:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            base, _ = _base_type(f.type)
+            help_ = f.metadata["help"]
+            if base is bool:
+                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                    help=help_)
+                continue
+            choices = field_choices(f.name)
+            parser.add_argument(flag, dest=f.name, type=base, default=f.default, choices=choices,
+                                metavar=_metavar(f.name, choices), help=f"{help_} (default: {f.default})")
+
+    @classmethod
+    def from_args(cls, namespace: argparse.Namespace, **overrides: Any) -> RunConfig:
+        values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
+        values.update(overrides)
+        return cls(**values)
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(int, True) for 'int | None'; annotations are strings under `from __future__ import annotations`."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {}, {})  # only our own field annotations reach here
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _metavar(name: str, choices: Sequence[str] | None) -> str | None:
+    if choices is None:
+        return None
+    return "{" + ",".join(choices) + "}" if len(choices) <= 8 else name.upper()
+
+
+def config_field(name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(RunConfig):
+        if f.name == name:
+            return f
+    raise ValueError(f"RunConfig has no field {name!r}")
+
+
+def field_choices(name: str) -> list[str] | None:
+    choices = config_field(name).metadata["choices"]
+    if choices is None:
+        return None
+    return list(choices() if callable(choices) else choices)
+
+
+def help_text(name: str) -> str:
+    """The help text of a config field, for widgets' `help=` and documentation."""
+    return config_field(name).metadata["help"]
+
+
+def field_label(name: str) -> str:
+    return config_field(name).metadata["label"] or name.replace("_", " ").capitalize()
