@@ -11,15 +11,23 @@ and notebooks all use the names exported here.
 
 from .analysis import (CriticalCompression, critical_compression, effective_masks, layer_synaptic_flow,
                        layer_table)
-from .config import RunConfig, help_text
+from .config import DENSE, RunConfig, help_text
+from .data import DATASETS, Dataset, DatasetSpec, DatasetUnavailableError, load_dataset
+from .gradient_flow import sparse_init
 from .masks import attach_masks, attached_masks, detach_masks, enforce_masks, prunable_weights
 from .methods import METHODS, MethodSpec, ScoringContext
 from .models import MODELS, ModelSpec
 from .prune import Cancelled, PruneResult, prune
 from .registry import UnknownNameError
+from .runner import build_model, execute
+from .store import Store
+from .sweep import SweepRun, sweep
+from .training import TrainEvent, TrainingRun, TrainResult, evaluate, train
 
 __all__ = [
-    "prune", "PruneResult", "Cancelled", "METHODS", "MethodSpec", "ScoringContext", "MODELS", "ModelSpec",
+    "train", "TrainingRun", "TrainEvent", "TrainResult", "evaluate", "sweep", "SweepRun", "DATASETS", "Dataset",
+    "DatasetSpec", "DatasetUnavailableError", "load_dataset", "Store", "execute", "build_model", "sparse_init",
+    "DENSE", "prune", "PruneResult", "Cancelled", "METHODS", "MethodSpec", "ScoringContext", "MODELS", "ModelSpec",
     "RunConfig", "help_text", "critical_compression", "CriticalCompression", "layer_synaptic_flow",
     "layer_table", "effective_masks", "attach_masks", "attached_masks", "detach_masks", "enforce_masks",
     "prunable_weights", "UnknownNameError",

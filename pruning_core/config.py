@@ -30,11 +30,14 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
 
 
-def _registry_names(registry_attr: str) -> Callable[[], Sequence[str]]:
+DENSE = "dense"  # the method name of an unpruned baseline run (sparsity 0)
+
+
+def _registry_names(registry_attr: str, extra: Sequence[str] = ()) -> Callable[[], Sequence[str]]:
     def names() -> Sequence[str]:
         import pruning_core
 
-        return list(getattr(pruning_core, registry_attr))
+        return list(getattr(pruning_core, registry_attr)) + list(extra)
 
     return names
 
@@ -58,8 +61,9 @@ class RunConfig:
                           label="Dataset")
     model: str = option("conv", "Network architecture, built fresh with Kaiming initialisation.",
                         choices=_registry_names("MODELS"), label="Model")
-    method: str = option("synflow", "How each weight is scored before the lowest-scoring ones are removed.",
-                         choices=_registry_names("METHODS"), label="Pruning method")
+    method: str = option("synflow", "How each weight is scored before the lowest-scoring ones are removed "
+                         "('dense' = no pruning, the baseline).", choices=_registry_names("METHODS", (DENSE,)),
+                         label="Pruning method")
     sparsity: float = option(0.9, "Fraction of prunable weights removed (0.99 = 99% removed = compression 10^2). "
                              "0 trains the dense network.", minimum=0.0, below=1.0, label="Sparsity")
     schedule: str = option("exponential", "How density shrinks over the pruning rounds: 'exponential' removes the "
@@ -108,9 +112,22 @@ class RunConfig:
             raise ValueError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}")
         return cls(**values)
 
+    def canonical(self) -> RunConfig:
+        """The same computation written one way: an unpruned run (sparsity 0) ignores every pruning
+        field, so all of them map to one 'dense' configuration and share one key."""
+        if self.sparsity == 0 or self.method == DENSE:
+            return dataclasses.replace(self, method=DENSE, sparsity=0.0, schedule="exponential", iterations=None,
+                                       scope="global", sanity="none", sparse_init=False, prune_batches=None)
+        return self
+
+    @property
+    def is_dense(self) -> bool:
+        return self.canonical().method == DENSE
+
     def key(self) -> str:
-        """Stable 16-hex-digit name of this configuration (same fields and seed -> same key)."""
-        canonical = json.dumps({"version": CONFIG_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        """Stable 16-hex-digit name of this configuration (same computation and seed -> same key)."""
+        fields = self.canonical().to_dict()
+        canonical = json.dumps({"version": CONFIG_VERSION, **fields}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -143,6 +160,9 @@ class RunConfig:
             choices = field_choices(f.name)
             if choices is not None and value not in choices:
                 raise ValueError(f"unknown {f.name} {value!r}; choose one of: {', '.join(choices)}")
+        if self.method == DENSE and self.sparsity != 0:
+            raise ValueError(f"method 'dense' means no pruning, so sparsity must be 0 (got {self.sparsity}); "
+                             "choose a pruning method for a sparse run")
         return self
 
     # ---- command line --------------------------------------------------------------------

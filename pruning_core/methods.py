@@ -41,6 +41,7 @@ class ScoringContext:
     rounds: int = 1
     batches_per_round: int | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # per-prune state a method keeps across rounds
+    dataset: Any = None     # the pc Dataset when pc.prune was given one (methods that train need it)
 
     @property
     def device(self) -> torch.device:

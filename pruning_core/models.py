@@ -7,6 +7,7 @@ input size: pooling stops once the feature map is 1x1, so even the 8x8 `digits` 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,40 +57,41 @@ def kaiming_init(model: nn.Module) -> nn.Module:
 # ---- multilayer perceptron -----------------------------------------------------------------
 def mlp(input_shape, num_classes, width: int = 100, depth: int = 4, batch_norm: bool = False,
         bias: bool = True) -> nn.Module:
-    """`depth` hidden layers of `width` ReLU units (the SynFlow paper's fully connected net)."""
+    """`depth` hidden layers of `width` ReLU units (the SynFlow paper's fully connected net).
+    Layers are named fc1..fcN and `out`, so tables read 'fc2.weight', not '3.weight'."""
     if depth < 0 or width < 1:
         raise ValueError(f"mlp needs depth >= 0 and width >= 1, got depth={depth}, width={width}")
     c, h, w = input_shape
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     fan_in = c * h * w
-    for _ in range(depth):
-        layers.append(nn.Linear(fan_in, width, bias=bias))
+    for i in range(1, depth + 1):
+        layers.append((f"fc{i}", nn.Linear(fan_in, width, bias=bias)))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
-        layers.append(nn.ReLU(inplace=True))
+            layers.append((f"bn{i}", nn.BatchNorm1d(width)))
+        layers.append((f"relu{i}", nn.ReLU(inplace=True)))
         fan_in = width
-    layers.append(nn.Linear(fan_in, num_classes, bias=bias))
-    return kaiming_init(nn.Sequential(*layers))
+    layers.append(("out", nn.Linear(fan_in, num_classes, bias=bias)))
+    return kaiming_init(nn.Sequential(OrderedDict(layers)))
 
 
 # ---- small CNN -------------------------------------------------------------------------------
 def conv(input_shape, num_classes, width: int = 32, batch_norm: bool = True) -> nn.Module:
     """Three 3x3 conv blocks (width, 2x, 4x channels) then a linear classifier; trains on digits in seconds."""
     c, h, w = input_shape
-    layers: list[nn.Module] = []
+    layers: list[tuple[str, nn.Module]] = []
     channels = c
     size = min(h, w)
-    for i, out in enumerate((width, 2 * width, 4 * width)):
-        layers.append(nn.Conv2d(channels, out, 3, padding=1, bias=not batch_norm))
+    for i, out in enumerate((width, 2 * width, 4 * width), start=1):
+        layers.append((f"conv{i}", nn.Conv2d(channels, out, 3, padding=1, bias=not batch_norm)))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(out))
-        layers.append(nn.ReLU(inplace=True))
-        if i < 2 and size >= 2:
-            layers.append(nn.MaxPool2d(2))
+            layers.append((f"bn{i}", nn.BatchNorm2d(out)))
+        layers.append((f"relu{i}", nn.ReLU(inplace=True)))
+        if i < 3 and size >= 2:
+            layers.append((f"pool{i}", nn.MaxPool2d(2)))
             size //= 2
         channels = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
-    return kaiming_init(nn.Sequential(*layers))
+    layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(channels, num_classes))]
+    return kaiming_init(nn.Sequential(OrderedDict(layers)))
 
 
 # ---- VGG -------------------------------------------------------------------------------------

@@ -125,7 +125,8 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
     weights = {name: weight for name, _, weight in prunable}
     ctx = ScoringContext(model=model, weights=weights, batches=batches, input_shape=shape, generator=generator,
                          train_mode=train_mode, options=dict(options or {}), rounds=iterations,
-                         batches_per_round=spec.batches_per_round)
+                         batches_per_round=spec.batches_per_round,
+                         dataset=data if hasattr(data, "class_balanced_batch") else None)
     density = 1.0 - sparsity
     if spec.run is not None:
         masks, scores, densities = spec.run(ctx, density, schedule=schedule, scope=scope, invert=invert,

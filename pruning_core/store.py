@@ -805,6 +805,31 @@ class Store:
         df["sweep_id"] = df["sweep_id"].astype("Int64")
         return df
 
+    def latest_runs(self, keys: Sequence[str], kind: str | None = None) -> pd.DataFrame:
+        """For each config key, its most useful run (a done one, else the newest active, else the newest
+        of any status), as `list_runs` rows in the order of `keys`; keys with no run are left out."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return self.list_runs(limit=0)
+        rank = {"done": 0, "running": 1, "queued": 1}
+        with self._transaction("read") as conn:
+            placeholders = ", ".join("?" * len(keys))
+            sql = f"SELECT id, key, status FROM runs WHERE key IN ({placeholders})"
+            params: list[Any] = list(keys)
+            if kind is not None:
+                sql += " AND kind = ?"
+                params.append(kind)
+            best: dict[str, tuple[int, int]] = {}
+            for row in conn.execute(sql, params):
+                candidate = (rank.get(row["status"], 2), -row["id"])
+                if row["key"] not in best or candidate < best[row["key"]]:
+                    best[row["key"]] = candidate
+        ids = {-run_id for _, run_id in best.values()}
+        runs = self.list_runs(kind=kind)
+        runs = runs[runs["run_id"].isin(ids)]
+        order = {key: i for i, key in enumerate(keys)}
+        return runs.sort_values("key", key=lambda col: col.map(order)).reset_index(drop=True)
+
     def metrics(self, run_id: int) -> pd.DataFrame:
         """A run's per-epoch metrics in step order (extra keys become columns)."""
         with self._transaction("read") as conn:

@@ -1,0 +1,157 @@
+"""A background job manager: one worker thread runs queued runs one at a time, in order.
+
+Long work (training, sweeps) must never run in a web page's script thread, where any widget change
+aborts it. The dashboard keeps ONE JobManager per server (in `st.cache_resource`); every viewer submits
+to it, so jobs queue on the single GPU or CPU instead of fighting over it. The run store is the single
+source of truth: the manager writes progress there and pages only read it. Nothing here knows about
+Streamlit.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .prune import Cancelled
+from .runner import execute
+from .store import ACTIVE_STATUSES, InvalidTransitionError, Store
+
+log = logging.getLogger(__name__)
+
+
+class JobManager:
+    """Queue runs and sweeps in `store` and execute them on a daemon worker thread."""
+
+    def __init__(self, store: Store, device: str | None = None, data_root: str | None = None):
+        self.store = store
+        self.device = device
+        self.data_root = data_root
+        self._queue: collections.deque[tuple[int, RunConfig, str]] = collections.deque()
+        self._wake = threading.Condition()
+        self._current: int | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="pruning-jobs", daemon=True)
+        self._thread.start()
+
+    # ---- submitting ----------------------------------------------------------------------------
+    def submit(self, config: RunConfig, kind: str = "train", sweep_id: int | None = None) -> int:
+        """Queue one run and return its id. A finished run of the same configuration is returned instead
+        of queued again, and so is one already queued or running (two viewers asking for the same thing
+        share one job)."""
+        config = config.canonical().validate()
+        key = config.key()
+        with self._wake:
+            existing = self._existing(key, kind)
+            if existing is not None:
+                return existing
+            run_id = self.store.create_run(config.to_dict(), key=key, kind=kind, sweep_id=sweep_id)
+            self._queue.append((run_id, config, kind))
+            self._wake.notify()
+            return run_id
+
+    def submit_sweep(self, cells: Sequence[RunConfig], description: dict[str, Any]) -> int:
+        """Queue every cell of a sweep (reusing finished or active cells) and return the sweep id."""
+        cells = [c.canonical().validate() for c in cells]
+        sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]}, status="running")
+        for cell in cells:
+            self.submit(cell, "train", sweep_id=sweep_id)
+        return sweep_id
+
+    def _existing(self, key: str, kind: str) -> int | None:
+        done = self.store.find_done(key, kind=kind)
+        if done is not None:
+            return done["id"]
+        active = self.store.latest_runs([key], kind=kind)
+        if len(active) and active.iloc[0]["status"] in ACTIVE_STATUSES and int(active.iloc[0]["run_id"]) in \
+                self.tracked():
+            return int(active.iloc[0]["run_id"])
+        return None
+
+    # ---- control and state ---------------------------------------------------------------------
+    def cancel(self, run_id: int) -> None:
+        """Cancel a queued run at once, or a running one at its next progress point."""
+        try:
+            self.store.cancel_run(run_id)
+        except InvalidTransitionError:
+            pass  # already finished: nothing to cancel
+        with self._wake:
+            self._queue = collections.deque(job for job in self._queue if job[0] != run_id)
+
+    def cancel_sweep(self, sweep_id: int) -> None:
+        for run_id in self.store.list_runs(status=list(ACTIVE_STATUSES), sweep_id=sweep_id)["run_id"]:
+            self.cancel(int(run_id))
+        try:
+            self.store.set_sweep_status(sweep_id, "cancelled")
+        except (InvalidTransitionError, ValueError):
+            pass
+
+    def tracked(self) -> set[int]:
+        """Ids of the runs this manager will still execute (queued here or running now)."""
+        with self._wake:
+            ids = {job[0] for job in self._queue}
+            if self._current is not None:
+                ids.add(self._current)
+            return ids
+
+    @property
+    def current(self) -> int | None:
+        return self._current
+
+    def queue_length(self) -> int:
+        with self._wake:
+            return len(self._queue) + (self._current is not None)
+
+    def idle(self) -> bool:
+        return self.queue_length() == 0
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued or running (for scripts and tests)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._queue and self._current is None, timeout)
+
+    def shutdown(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+
+    # ---- the worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._stopping)
+                if self._stopping:
+                    return
+                run_id, config, kind = self._queue.popleft()
+                self._current = run_id
+            try:
+                if self.store.get_run(run_id)["status"] == "queued":
+                    execute(config, self.store, kind=kind, run_id=run_id, device=self.device,
+                            data_root=self.data_root)
+            except Cancelled:
+                pass
+            except Exception:  # recorded in the store as a failed run with its message
+                log.exception("run %s failed", run_id)
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # give the GPU back to the next job (and other programs)
+                self._finish_sweeps(run_id)
+                with self._wake:
+                    self._current = None
+                    self._wake.notify_all()
+
+    def _finish_sweeps(self, run_id: int) -> None:
+        try:
+            sweep_id = self.store.get_run(run_id).get("sweep_id")
+        except ValueError:
+            return  # the run was deleted (or reused) meanwhile
+        if sweep_id is None:
+            return
+        sweep = self.store.get_sweep(sweep_id)
+        if sweep["status"] == "running" and not any(sweep["cells"][s] for s in ACTIVE_STATUSES):
+            self.store.set_sweep_status(sweep_id, "failed" if sweep["cells"]["failed"] else "done")

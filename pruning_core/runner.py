@@ -1,0 +1,179 @@
+"""Run one `RunConfig` end to end (data -> model -> prune -> train) and record it in the store.
+
+The CLI, the sweep and the dashboard's job manager all run configurations through `execute`, so a
+run is recorded the same way wherever it starts, and a configuration whose key already has a finished
+run in the store is reused instead of computed again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import masks as mk
+from .config import DENSE, RunConfig
+from .data import Dataset, load_dataset
+from .models import MODELS
+from .prune import Cancelled, PruneResult, prune
+from .store import InvalidTransitionError, Store
+from .training import TrainEvent, TrainResult, default_device, device_name, train
+
+ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
+
+
+@dataclass
+class RunOutcome:
+    run_id: int | None
+    config: RunConfig
+    summary: dict[str, Any]
+    reused: bool
+    prune_result: PruneResult | None = None
+    train_result: TrainResult | None = None
+    model: nn.Module | None = None
+
+
+def build_model(config: RunConfig, dataset: Dataset) -> nn.Module:
+    """The initial network of a configuration: the same seed gives the same initial weights to every method."""
+    torch.manual_seed(config.seed)
+    return MODELS[config.model](dataset.input_shape, dataset.num_classes)
+
+
+def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
+                      progress: Callable[[int, int], None] | None = None) -> PruneResult:
+    """pc.prune with the configuration's method, schedule, sanity check and sparsity-aware init."""
+    config = config.canonical()
+    method = "random" if config.method == DENSE else config.method  # sparsity 0: every weight kept
+    result = prune(model, method, config.sparsity, dataset, schedule=config.schedule, iterations=config.iterations,
+                   scope=config.scope, seed=config.seed, shuffle=config.sanity == "shuffle",
+                   reinit=config.sanity == "reinit", invert=config.sanity == "invert",
+                   prune_batches=config.prune_batches, progress=progress)
+    if config.sparse_init:
+        from .gradient_flow import sparse_init
+
+        sparse_init(model, result.masks, generator=torch.Generator().manual_seed(config.seed))
+    return result
+
+
+def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train", run_id: int | None = None,
+            reuse: bool = True, device: str | torch.device | None = None,
+            on_progress: ProgressCallback | None = None, on_event: Callable[[TrainEvent], None] | None = None,
+            should_stop: Callable[[], bool] | None = None, data_root: str | None = None,
+            download: bool = True, keep_model: bool = False) -> RunOutcome:
+    """Prune and (for kind 'train' or 'sweep_cell') train one configuration, recording it in `store`.
+
+    kind 'prune' only prunes. With `reuse`, a finished run of the same key and kind is returned as is.
+    `run_id` continues a run already created (queued) in the store, as the job manager does. Errors are
+    recorded as a failed run and raised; `should_stop()` returning True cancels the run.
+    """
+    config = config.canonical().validate()
+    key = config.key()
+    if store is not None and reuse:
+        done = store.find_done(key, kind=kind)
+        if done is not None:
+            if run_id is not None and run_id != done["id"]:
+                store.delete_run(run_id)
+            return RunOutcome(done["id"], config, done.get("summary") or {}, reused=True)
+    target = torch.device(device) if device is not None else default_device()
+    if store is not None:
+        if run_id is None:
+            run_id = store.create_run(config.to_dict(), key=key, kind=kind)
+        store.start_run(run_id, device_name(target))
+    started = time.perf_counter()
+
+    def report(message: str, done: float, total: float) -> None:
+        status = store.update_progress(run_id, done, total, message) if store is not None else "running"
+        if status == "cancelled" or (should_stop is not None and should_stop()):
+            raise Cancelled(message)
+        if on_progress is not None:
+            on_progress(message, done, total)
+
+    try:
+        report("loading data", 0, 1)
+        dataset = load_dataset(config.dataset, root=data_root, download=download)
+        model = build_model(config, dataset).to(target)
+        rounds = [1]
+
+        def prune_progress(done: int, total: int) -> None:
+            rounds[0] = total
+            report(f"pruning: round {done} of {total}", done, total)
+
+        result = prune_with_config(model, config, dataset, prune_progress)
+        prune_s = time.perf_counter() - started
+        summary: dict[str, Any] = {**result.summary(), "method": config.method}
+        if store is not None:
+            with store.transaction():
+                store.set_layers(run_id, result.layers)
+                store.save_masks(run_id, result.masks)
+                store.add_timings(run_id, {"prune_s": prune_s})
+        train_result = None
+        if kind != "prune":
+            training = train(model, None, dataset, config.epochs, batch_size=config.batch_size,
+                             optimizer=config.optimizer, lr=config.lr, lr_schedule=config.lr_schedule,
+                             weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
+                             seed=config.seed, device=target)
+            for event in training:
+                if store is not None and event.kind in ("eval", "step"):
+                    store.add_metrics(run_id, [event.as_row()])
+                if on_event is not None:
+                    on_event(event)
+                epochs = max(event.epochs, 1)
+                report(f"training: epoch {min(int(event.epoch) + 1, epochs)} of {epochs}"
+                       if event.kind != "done" else "finished", event.epoch, epochs)
+            train_result = training.result
+            summary.update(train_result.summary())
+        summary["warnings"] = sorted(set(summary.get("warnings", [])) | set(_collapse_note(result)))
+        timings = {"prune_s": prune_s, "total_s": time.perf_counter() - started}
+        if train_result is not None:
+            timings["train_s"] = train_result.elapsed_s
+        if store is not None:
+            store.finish_run(run_id, summary, timings)
+        return RunOutcome(run_id, config, summary, reused=False, prune_result=result, train_result=train_result,
+                          model=model if keep_model else None)
+    except (Cancelled, KeyboardInterrupt):
+        if store is not None:
+            try:
+                store.cancel_run(run_id)
+            except InvalidTransitionError:
+                pass  # already cancelled by the user
+        raise
+    except Exception as error:
+        if store is not None:
+            try:
+                store.fail_run(run_id, describe_error(error))
+            except InvalidTransitionError:
+                pass
+        raise
+
+
+def _collapse_note(result: PruneResult) -> list[str]:
+    from .training import collapse_warnings
+
+    return collapse_warnings(result.masks)
+
+
+def describe_error(error: BaseException) -> str:
+    """One plain sentence for a failed run: what went wrong and what to do."""
+    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return ("Out of memory: the model or batch does not fit on this device. Choose a smaller model, a smaller "
+                "batch size, or the digits dataset.")
+    if isinstance(error, ValueError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def masks_for_run(store: Store, run_id: int) -> tuple[nn.Module, dict[str, torch.Tensor], RunConfig]:
+    """Rebuild a stored run's pruned model: a fresh model from the stored seed with its masks re-applied."""
+    record = store.get_run(run_id)
+    config = RunConfig.from_dict(record["config"])
+    dataset = load_dataset(config.dataset, download=False)
+    model = build_model(config, dataset)
+    masks = store.load_masks(run_id)
+    if masks is None:
+        raise ValueError(f"run {run_id} has no stored masks")
+    mk.attach_masks(model, masks)
+    return model, masks, config
