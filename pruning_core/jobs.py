@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 class JobManager:
     """Queue runs and sweeps in `store` and execute them on a daemon worker thread."""
 
-    def __init__(self, store: Store, device: str | None = None, data_root: str | None = None):
+    def __init__(self, store: Store, device: str | None = None, data_root: str | None = None,
+                 download: bool = True):
         self.store = store
         self.device = device
         self.data_root = data_root
+        self.download = download
         self._queue: collections.deque[tuple[int, RunConfig, str]] = collections.deque()
         self._wake = threading.Condition()
         self._current: int | None = None
@@ -115,10 +117,17 @@ class JobManager:
         with self._wake:
             return self._wake.wait_for(lambda: not self._queue and self._current is None, timeout)
 
-    def shutdown(self) -> None:
+    def shutdown(self, cancel: bool = True, timeout: float | None = 30.0) -> None:
+        """Stop the worker; with `cancel`, queued runs are cancelled and the running one is stopped at its
+        next progress point. Waits up to `timeout` seconds for the worker to end."""
+        if cancel:
+            for run_id in self.tracked():
+                self.cancel(run_id)
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     # ---- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -132,7 +141,7 @@ class JobManager:
             try:
                 if self.store.get_run(run_id)["status"] == "queued":
                     execute(config, self.store, kind=kind, run_id=run_id, device=self.device,
-                            data_root=self.data_root)
+                            data_root=self.data_root, download=self.download)
             except Cancelled:
                 pass
             except Exception:  # recorded in the store as a failed run with its message

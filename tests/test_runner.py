@@ -1,0 +1,134 @@
+"""runner.execute: one configuration end to end, recorded in the store; reuse; failures; reloading a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pruning_core as pc
+from pruning_core.runner import build_model, execute, masks_for_run
+from pruning_core.store import Store
+
+FAST = dict(dataset="digits", model="mlp", epochs=1)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with Store(tmp_path / "runs.db") as s:
+        yield s
+
+
+def test_train_run_is_recorded(store):
+    config = pc.RunConfig(method="snip", sparsity=0.9, **FAST)
+    outcome = execute(config, store, device="cpu")
+    record = store.get_run(outcome.run_id)
+    assert record["status"] == "done"
+    assert record["key"] == config.key()
+    assert record["config"] == config.to_dict()
+    assert record["summary"]["final_test_accuracy"] == pytest.approx(outcome.train_result.final_test_accuracy)
+    layers = store.layers(outcome.run_id)
+    assert layers["kept"].sum() == round(0.1 * layers["total"].sum())
+    metrics = store.metrics(outcome.run_id)
+    evals = metrics[metrics["kind"] == "eval"]
+    assert evals["epoch"].tolist() == [0.0, 1.0]
+    assert evals["test_accuracy"].iloc[-1] == pytest.approx(record["summary"]["final_test_accuracy"])
+    masks = store.load_masks(outcome.run_id)
+    assert all(torch.equal(masks[n], outcome.prune_result.masks[n].cpu()) for n in masks)
+    assert "prune_s" in record["timings"] and "train_s" in record["timings"]
+
+
+def test_same_configuration_is_reused_not_recomputed(store, monkeypatch):
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, **FAST)
+    first = execute(config, store, device="cpu")
+
+    def no_pruning(*args, **kwargs):
+        raise AssertionError("a finished configuration was computed again")
+
+    monkeypatch.setattr("pruning_core.runner.prune", no_pruning)
+    second = execute(config, store, device="cpu")
+    assert second.reused and second.run_id == first.run_id
+    assert second.summary["final_test_accuracy"] == first.summary["final_test_accuracy"]
+    assert len(store.list_runs()) == 1
+
+
+def test_dense_configurations_share_one_key():
+    a = pc.RunConfig(method="snip", sparsity=0.0, schedule="linear", **FAST)
+    b = pc.RunConfig(method="synflow", sparsity=0.0, **FAST)
+    assert a.key() == b.key()
+    assert a.canonical().method == pc.DENSE
+    with pytest.raises(ValueError, match="sparsity must be 0"):
+        pc.RunConfig(method=pc.DENSE, sparsity=0.5).validate()
+
+
+def test_prune_only_run(store):
+    config = pc.RunConfig(method="synflow", sparsity=0.99, iterations=10, **FAST)
+    outcome = execute(config, store, kind="prune", device="cpu")
+    record = store.get_run(outcome.run_id)
+    assert record["kind"] == "prune" and record["status"] == "done"
+    assert "final_test_accuracy" not in record["summary"]
+    assert store.metrics(outcome.run_id).empty
+
+
+def test_failure_is_recorded_with_a_plain_message(store, tmp_path):
+    config = pc.RunConfig(dataset="mnist", model="mlp", method="magnitude", sparsity=0.5, epochs=1)
+    with pytest.raises(pc.DatasetUnavailableError):
+        execute(config, store, data_root=str(tmp_path / "empty"), download=False, device="cpu")
+    (failed,) = store.list_runs().to_dict(orient="records")
+    assert failed["status"] == "failed"
+    assert "digits" in failed["error"] and "MNIST" in failed["error"]
+
+
+def test_should_stop_cancels_the_run(store):
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, **{**FAST, "epochs": 3})
+    seen = []
+
+    def stop_once_training():
+        return any(m.startswith("training") for m in seen)
+
+    with pytest.raises(pc.Cancelled):
+        execute(config, store, device="cpu", should_stop=stop_once_training,
+                on_progress=lambda message, done, total: seen.append(message))
+    (run,) = store.list_runs().to_dict(orient="records")
+    assert run["status"] == "cancelled"
+
+
+def test_cancel_in_store_stops_a_running_run(store):
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, **{**FAST, "epochs": 3})
+    run_id = store.create_run(config.to_dict(), key=config.key())
+
+    def cancel_from_outside(message, done, total):
+        if message.startswith("training"):
+            store.cancel_run(run_id)  # as the dashboard's cancel button does
+
+    with pytest.raises(pc.Cancelled):
+        execute(config, store, run_id=run_id, device="cpu", on_progress=cancel_from_outside)
+    assert store.get_run(run_id)["status"] == "cancelled"
+
+
+def test_same_seed_gives_same_initial_weights_for_every_method():
+    dataset = pc.load_dataset("digits")
+    weights = [build_model(pc.RunConfig(method=m, model="conv", seed=4), dataset).state_dict()
+               for m in ("synflow", "snip", "magnitude")]
+    for other in weights[1:]:
+        assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])
+    different_seed = build_model(pc.RunConfig(model="conv", seed=5), dataset).state_dict()
+    assert not torch.equal(weights[0]["conv1.weight"], different_seed["conv1.weight"])
+
+
+def test_a_stored_run_reloads_on_a_fresh_model(store):
+    config = pc.RunConfig(method="synflow", sparsity=0.95, iterations=5, **FAST)
+    outcome = execute(config, store, kind="prune", device="cpu", keep_model=True)
+    model, masks, loaded_config = masks_for_run(store, outcome.run_id)
+    assert loaded_config == config
+    for name, _, weight in pc.prunable_weights(model):
+        assert torch.equal(masks[name], outcome.prune_result.masks[name])
+        # Same seed -> same initial weights, so the reloaded pruned weights equal the original run's.
+        assert torch.equal(weight, dict(outcome.model.named_parameters())[name])
+
+
+def test_bad_config_changes_nothing(store):
+    with pytest.raises(ValueError, match="sparsity"):
+        execute(pc.RunConfig(sparsity=1.0, **FAST), store)
+    with pytest.raises(ValueError, match="choose one of"):
+        execute(pc.RunConfig(method="nope", **FAST), store)
+    assert store.list_runs().empty
