@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collapse", help="critical compression: the largest compression before a layer collapses",
                        description="For each method, bisect over log10-compression for the largest compression "
                                    "that leaves every layer with at least one weight.")
-    p.add_argument("--methods", type=_name_list, default=None, help="comma-separated methods (default: all)")
+    p.add_argument("--methods", type=_name_list, default=None,
+                   help="comma-separated methods (default: all but imp and gemminer, which train)")
     p.add_argument("--tolerance", type=float, default=0.05, help="search precision in log10 units (default: 0.05)")
     RunConfig.add_arguments(p, exclude=("method", "sparsity", "sanity", "sparse_init", *TRAINING_FIELDS))
     _add_common(p, store=False)
@@ -273,7 +274,8 @@ def _collapse(args: argparse.Namespace) -> int:
     from .models import MODELS
 
     config = RunConfig.from_args(args, method="synflow", sparsity=0.5).validate()
-    methods = args.methods or list(METHODS)
+    # By default every method that only scores: IMP and GemMiner would train at every probe.
+    methods = args.methods or [name for name, spec in METHODS.items() if spec.run is None]
     for name in methods:
         METHODS[name]  # an unknown name is an error before any work starts
     dataset = load_dataset(config.dataset, root=args.data_dir, download=not args.no_download)

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -126,9 +127,24 @@ class RunConfig:
 
     def key(self) -> str:
         """Stable 16-hex-digit name of this configuration (same computation and seed -> same key)."""
-        fields = self.canonical().to_dict()
+        fields = self.canonical()._typed_values()
         canonical = json.dumps({"version": CONFIG_VERSION, **fields}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def _typed_values(self) -> dict[str, Any]:
+        """Field values with numbers in their field's type, so that equal configs (lr=1 and lr=1.0, as a
+        JSON round trip or a hand-written dict produces) get the same key."""
+        values = self.to_dict()
+        for f in dataclasses.fields(self):
+            value = values[f.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            base, _ = _base_type(f.type)
+            if base is float:
+                values[f.name] = float(value)
+            elif base is int and float(value).is_integer():
+                values[f.name] = int(value)
+        return values
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -151,6 +167,8 @@ class RunConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                         base is int and not float(value).is_integer()):
                     raise ValueError(f"{f.name} must be {'an integer' if base is int else 'a number'}, got {value!r}")
+                if not math.isfinite(value):  # NaN passes every comparison below
+                    raise ValueError(f"{f.name} must be a finite number, got {value!r}")
                 if meta["minimum"] is not None and value < meta["minimum"]:
                     raise ValueError(f"{f.name} must be >= {meta['minimum']}, got {value}")
                 if meta["maximum"] is not None and value > meta["maximum"]:
@@ -174,7 +192,7 @@ class RunConfig:
                 continue
             flag = "--" + f.name.replace("_", "-")
             base, _ = _base_type(f.type)
-            help_ = f.metadata["help"]
+            help_ = f.metadata["help"].replace("%", "%%")  # argparse %-formats help: "99% removed" broke --help
             if base is bool:
                 parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
                                     help=help_)

@@ -61,14 +61,19 @@ def kept_count(density: float, total: int) -> int:
     return int(round(density * total))
 
 
-def allocate_counts(layer_densities: Sequence[float], totals: Sequence[int], total_kept: int) -> list[int]:
+def allocate_counts(layer_densities: Sequence[float], totals: Sequence[int], total_kept: int,
+                    caps: Sequence[int] | None = None) -> list[int]:
     """Integer kept counts per layer close to density x size whose sum is exactly `total_kept`.
 
     Largest-remainder rounding: floor every ideal count, then give the leftover weights to the layers
-    with the largest fractional parts (ties to the earlier layer), never above a layer's size.
+    with the largest fractional parts (ties to the earlier layer), never above a layer's size nor its
+    cap. `caps` are the weights each layer still has in iterative pruning: rounding can ask a layer
+    for one weight more than it kept in the previous round, and that weight goes to another layer
+    instead of being lost from the total.
     """
+    limits = list(totals) if caps is None else [min(int(c), n) for c, n in zip(caps, totals)]
     ideal = [min(max(d, 0.0), 1.0) * n for d, n in zip(layer_densities, totals)]
-    counts = [min(int(math.floor(x)), n) for x, n in zip(ideal, totals)]
+    counts = [min(int(math.floor(x)), c) for x, c in zip(ideal, limits)]
     leftover = total_kept - sum(counts)
     order = sorted(range(len(totals)), key=lambda i: (-(ideal[i] - math.floor(ideal[i])), i))
     while leftover > 0:
@@ -76,7 +81,7 @@ def allocate_counts(layer_densities: Sequence[float], totals: Sequence[int], tot
         for i in order:
             if leftover == 0:
                 break
-            if counts[i] < totals[i]:
+            if counts[i] < limits[i]:
                 counts[i] += 1
                 leftover -= 1
                 progressed = True

@@ -1,0 +1,208 @@
+"""Tests of pruning_core.config: RunConfig's key, validation, command line and help texts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+import pruning_core as pc
+from pruning_core.config import DENSE, RunConfig, field_choices, help_text
+
+FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
+
+# One valid value different from the default for every field (a pruned, non-dense config).
+CHANGED = {
+    "dataset": "synthetic",
+    "model": "mlp",
+    "method": "magnitude",
+    "sparsity": 0.5,
+    "schedule": "linear",
+    "iterations": 7,
+    "scope": "layerwise",
+    "sanity": "shuffle",
+    "sparse_init": True,
+    "epochs": 3,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "lr": 0.05,
+    "lr_schedule": "cosine",
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.1,
+    "prune_batches": 2,
+    "seed": 1,
+}
+
+
+def test_changed_values_cover_every_field_and_are_valid():
+    # A new field must get an entry here, so the key test below covers it too.
+    assert set(CHANGED) == set(FIELD_NAMES)
+    base = RunConfig()
+    for name, value in CHANGED.items():
+        assert getattr(base, name) != value
+        base.replace(**{name: value}).validate()
+
+
+# ---- key -----------------------------------------------------------------------------------------
+def test_key_is_stable_for_equal_configs():
+    a = RunConfig(method="snip", sparsity=0.99, seed=3)
+    b = RunConfig(seed=3, sparsity=0.99, method="snip")
+    assert a == b and a is not b
+    assert a.key() == b.key()
+    assert len(a.key()) == 16 and int(a.key(), 16) >= 0
+    # The same key after a round trip through the run store's JSON.
+    assert RunConfig.from_dict(json.loads(json.dumps(a.to_dict()))).key() == a.key()
+
+
+def test_key_does_not_depend_on_int_or_float_spelling_of_a_number():
+    # RunConfig(lr=1) == RunConfig(lr=1.0) as dataclasses, so they must name the same result.
+    assert RunConfig(lr=1) == RunConfig(lr=1.0)
+    assert RunConfig(lr=1).key() == RunConfig(lr=1.0).key()
+    assert RunConfig(sparsity=0.5, weight_decay=0).key() == RunConfig(sparsity=0.5, weight_decay=0.0).key()
+    assert RunConfig(iterations=5.0).key() == RunConfig(iterations=5).key()
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_key_changes_when_any_field_changes(name):
+    base = RunConfig()
+    changed = base.replace(**{name: CHANGED[name]})
+    assert changed.key() != base.key()
+
+
+def test_unpruned_configs_share_one_dense_key():
+    # Sparsity 0 ignores every pruning field: one computation, one key.
+    dense = RunConfig(method=DENSE, sparsity=0.0)
+    assert RunConfig(method="synflow", sparsity=0.0, iterations=100).key() == dense.key()
+    assert RunConfig(method="snip", sparsity=0, scope="layerwise", sanity="invert").key() == dense.key()
+    # ...but not the training fields.
+    assert RunConfig(method=DENSE, sparsity=0.0, epochs=3).key() != dense.key()
+    assert dense.is_dense and not RunConfig().is_dense
+
+
+# ---- validate --------------------------------------------------------------------------------------
+def test_validate_returns_the_config_when_valid():
+    config = RunConfig(**CHANGED)
+    assert config.validate() is config
+    assert RunConfig(method=DENSE, sparsity=0.0).validate().is_dense
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sparsity": 1.0}, "sparsity must be below 1.0"),
+    ({"sparsity": -0.1}, "sparsity must be >= 0.0"),
+    ({"sparsity": float("nan")}, "sparsity must be a finite number"),
+    ({"sparsity": True}, "sparsity must be a number"),
+    ({"sparsity": "0.9"}, "sparsity must be a number"),
+    ({"lr": float("inf")}, "lr must be a finite number"),
+    ({"iterations": 0}, "iterations must be >= 1"),
+    ({"iterations": 2.5}, "iterations must be an integer"),
+    ({"epochs": -1}, "epochs must be >= 0"),
+    ({"label_smoothing": 1.0}, "label_smoothing must be below 1.0"),
+    ({"sparse_init": "yes"}, "sparse_init must be true or false"),
+    ({"seed": None}, "seed must be set"),
+    ({"schedule": "cosine"}, "unknown schedule 'cosine'; choose one of: exponential, linear"),
+    ({"scope": "local"}, "unknown scope 'local'; choose one of: global, layerwise"),
+    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; choose one of: sgd, adam"),
+    ({"method": DENSE, "sparsity": 0.5}, "method 'dense' means no pruning"),
+])
+def test_validate_names_the_bad_field(changes, message):
+    with pytest.raises(ValueError) as info:
+        RunConfig(**changes).validate()
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("field, registry", [("method", "METHODS"), ("model", "MODELS"), ("dataset", "DATASETS")])
+def test_unknown_registry_name_lists_the_registered_names(field, registry):
+    with pytest.raises(ValueError) as info:
+        RunConfig(**{field: "nope"}).validate()
+    message = str(info.value)
+    assert f"unknown {field} 'nope'" in message
+    for name in getattr(pc, registry):
+        assert name in message
+
+
+def test_field_choices_follow_the_registries():
+    assert field_choices("model") == list(pc.MODELS)
+    assert field_choices("dataset") == list(pc.DATASETS)
+    assert field_choices("method") == [*pc.METHODS, DENSE]
+    assert field_choices("sparsity") is None
+
+
+def test_from_dict_rejects_unknown_fields_and_fills_defaults():
+    with pytest.raises(ValueError, match="unknown config field.*sparsty"):
+        RunConfig.from_dict({"sparsty": 0.5})
+    assert RunConfig.from_dict({"seed": 4}) == RunConfig(seed=4)
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def parser_for(**kwargs) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prune", exit_on_error=True)
+    RunConfig.add_arguments(parser, **kwargs)
+    return parser
+
+
+def argv_for(config: RunConfig) -> list[str]:
+    argv = []
+    for name, value in config.to_dict().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def test_command_line_defaults_are_the_config_defaults():
+    assert RunConfig.from_args(parser_for().parse_args([])) == RunConfig()
+
+
+@pytest.mark.parametrize("config", [RunConfig(**CHANGED), RunConfig(sparse_init=False, method="grasp", seed=9)])
+def test_command_line_round_trip(config):
+    namespace = parser_for().parse_args(argv_for(config))
+    assert RunConfig.from_args(namespace) == config
+
+
+def test_boolean_flags_cannot_fall_into_the_type_bool_trap():
+    parser = parser_for()
+    assert parser.parse_args(["--sparse-init"]).sparse_init is True
+    assert parser.parse_args(["--no-sparse-init"]).sparse_init is False
+    assert parser.parse_args(["--sparse-init", "--no-sparse-init"]).sparse_init is False
+    # With type=bool, "--sparse-init False" would parse as True; here a value is not accepted at all.
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--sparse-init", "False"])
+
+
+def test_command_line_types_and_choices_are_enforced():
+    parser = parser_for()
+    args = parser.parse_args(["--sparsity", "0.99", "--iterations", "20", "--prune-batches", "3"])
+    assert args.sparsity == 0.99 and args.iterations == 20 and args.prune_batches == 3
+    assert isinstance(args.iterations, int)
+    for argv in (["--method", "nope"], ["--iterations", "2.5"], ["--schedule", "cosine"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+
+
+def test_from_args_overrides_and_excluded_flags():
+    parser = parser_for(exclude=("seed", "dataset"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--seed", "3"])
+    config = RunConfig.from_args(parser.parse_args(["--method", "snip"]), seed=5)
+    assert config == RunConfig(method="snip", seed=5)
+
+
+def test_help_output_shows_each_fields_text_verbatim():
+    text = " ".join(parser_for().format_help().split())  # undo argparse's line wrapping
+    # A '%' in a help text must not be taken for a format directive ('99% removed').
+    assert text.count("(0.99 = 99% removed = compression 10^2)") == 1
+    assert "option_strings" not in text  # what '% r' in '99% removed' pulled into the text
+    assert "--prune-batches" in text and "--no-sparse-init" in text
+
+
+def test_help_text_returns_the_fields_help():
+    assert help_text("sparsity").startswith("Fraction of prunable weights removed")
+    assert help_text("iterations") == dataclasses.fields(RunConfig)[FIELD_NAMES.index("iterations")].metadata["help"]
+    for name in FIELD_NAMES:
+        assert help_text(name).strip()
+    with pytest.raises(ValueError, match="RunConfig has no field 'nope'"):
+        help_text("nope")
