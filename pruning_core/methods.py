@@ -42,6 +42,7 @@ class ScoringContext:
     batches_per_round: int | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # per-prune state a method keeps across rounds
     dataset: Any = None     # the pc Dataset when pc.prune was given one (methods that train need it)
+    seed: int = 0           # pc.prune's seed (methods that train seed their own generators with it)
 
     @property
     def device(self) -> torch.device:

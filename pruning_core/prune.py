@@ -42,8 +42,10 @@ class PruneResult:
     iterations: int
     schedule: str
     scope: str
-    elapsed_s: float
+    elapsed_s: float                  # scoring and selecting masks
+    analysis_s: float = 0.0           # building `layers` (FLOPs, effective density)
     round_densities: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # what a whole-procedure method reports (IMP, GemMiner)
 
     @property
     def density(self) -> float:
@@ -74,6 +76,8 @@ class PruneResult:
             "collapsed": list(self.collapsed),
             "disconnected_layers": layers.loc[(layers["effective_kept"] == 0) & (layers["kept"] > 0), "name"].tolist(),
             "prune_s": self.elapsed_s,
+            # The search cost of methods that train to find their masks: search_s, search_steps, ...
+            **{f"search_{key}": value for key, value in self.details.get("cost", {}).items()},
         }
 
 
@@ -126,11 +130,12 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
     ctx = ScoringContext(model=model, weights=weights, batches=batches, input_shape=shape, generator=generator,
                          train_mode=train_mode, options=dict(options or {}), rounds=iterations,
                          batches_per_round=spec.batches_per_round,
-                         dataset=data if hasattr(data, "class_balanced_batch") else None)
+                         dataset=data if hasattr(data, "class_balanced_batch") else None, seed=int(seed))
     density = 1.0 - sparsity
     if spec.run is not None:
         masks, scores, densities = spec.run(ctx, density, schedule=schedule, scope=scope, invert=invert,
                                            progress=progress)
+        iterations = ctx.rounds  # the procedure may derive its rounds from its options (IMP's prune_fraction)
     else:
         masks, scores, densities = _score_and_select(ctx, spec, density, schedule, scope, invert, progress)
 
@@ -143,6 +148,9 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
                 std = float(weight.float().std()) if weight.numel() > 1 else 1.0
                 weight.copy_(torch.randn(weight.shape, generator=generator).to(weight) * std)
     mk.attach_masks(model, masks)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # so that elapsed_s counts the GPU work, not just its launch
+    pruned_s = time.perf_counter() - started
 
     from .analysis import layer_table  # analysis imports prune's helpers
 
@@ -150,8 +158,9 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
     collapsed = layers.loc[layers["kept"] == 0, "name"].tolist()
     return PruneResult(masks=masks, scores={n: s.detach() for n, s in scores.items()}, layers=layers,
                        collapsed=collapsed, method=method, sparsity=sparsity, iterations=iterations,
-                       schedule=schedule, scope=scope, elapsed_s=time.perf_counter() - started,
-                       round_densities=densities)
+                       schedule=schedule, scope=scope, elapsed_s=pruned_s,
+                       analysis_s=time.perf_counter() - started - pruned_s,
+                       round_densities=densities, details=dict(ctx.cache.get("details", {})))
 
 
 def _score_and_select(ctx: ScoringContext, spec: MethodSpec, density: float, schedule: str, scope: str,
@@ -171,7 +180,8 @@ def _score_and_select(ctx: ScoringContext, spec: MethodSpec, density: float, sch
         if spec.layer_densities is not None or scope == "layerwise":
             layer_density = (spec.layer_densities(shapes, round_density) if spec.layer_densities is not None
                              else [round_density] * len(names))
-            counts = dict(zip(names, mk.allocate_counts(layer_density, totals, total_kept)))
+            caps = None if candidates is None else [int(candidates[n].sum()) for n in names]
+            counts = dict(zip(names, mk.allocate_counts(layer_density, totals, total_kept, caps)))
             masks = mk.select_per_layer(ranking, counts, candidates)
         else:
             masks = mk.select_top_k(ranking, total_kept, candidates)

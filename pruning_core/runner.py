@@ -7,6 +7,7 @@ run in the store is reused instead of computed again.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from torch import nn
 from . import masks as mk
 from .config import DENSE, RunConfig
 from .data import Dataset, load_dataset
+from .methods import METHODS
 from .models import MODELS
 from .prune import Cancelled, PruneResult, prune
 from .store import InvalidTransitionError, Store
 from .training import TrainEvent, TrainResult, default_device, device_name, train
 
 ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
+TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
 
 
 @dataclass
@@ -37,10 +40,16 @@ class RunOutcome:
     model: nn.Module | None = None
 
 
+# Seeding and initialising use torch's global random generator: the dashboard builds models in page threads
+# while the job manager's worker builds its own, so the two steps must not interleave.
+_BUILD_LOCK = threading.Lock()
+
+
 def build_model(config: RunConfig, dataset: Dataset) -> nn.Module:
     """The initial network of a configuration: the same seed gives the same initial weights to every method."""
-    torch.manual_seed(config.seed)
-    return MODELS[config.model](dataset.input_shape, dataset.num_classes)
+    with _BUILD_LOCK:
+        torch.manual_seed(config.seed)
+        return MODELS[config.model](dataset.input_shape, dataset.num_classes)
 
 
 def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
@@ -48,10 +57,13 @@ def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
     """pc.prune with the configuration's method, schedule, sanity check and sparsity-aware init."""
     config = config.canonical()
     method = "random" if config.method == DENSE else config.method  # sparsity 0: every weight kept
+    # Methods that train to find their masks (IMP, GemMiner) train with the run's settings (IMP: epochs per round).
+    options = ({name: getattr(config, name) for name in TRAINING_FIELDS if getattr(config, name) is not None}
+               if METHODS[method].run is not None else None)
     result = prune(model, method, config.sparsity, dataset, schedule=config.schedule, iterations=config.iterations,
                    scope=config.scope, seed=config.seed, shuffle=config.sanity == "shuffle",
                    reinit=config.sanity == "reinit", invert=config.sanity == "invert",
-                   prune_batches=config.prune_batches, progress=progress)
+                   prune_batches=config.prune_batches, options=options, progress=progress)
     if config.sparse_init:
         from .gradient_flow import sparse_init
 
