@@ -16,7 +16,6 @@ import argparse
 import datetime
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch

@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from . import masks as mk
 from .methods import METHODS, MethodSpec, ScoringContext
-from .training import TrainSettings, _optimizer, _scheduler, evaluate
+from .training import TrainSettings, evaluate, make_optimizer, make_scheduler, masked_pairs, training_step
 
 Progress = Callable[[int, int], None] | None
 
@@ -125,10 +125,9 @@ class _Trainer:
         cuda = device.type == "cuda"
         if cuda:
             model.to(memory_format=torch.channels_last)
-        masked = [(w, getattr(m, mk.MASK_BUFFER)) for _, m, w in mk.prunable_weights(model)
-                  if getattr(m, mk.MASK_BUFFER, None) is not None]
-        opt = _optimizer(model, settings)
-        scheduler = _scheduler(opt, settings, max(self.total_steps, 1))
+        masked = masked_pairs(model)
+        opt = make_optimizer(model, settings)
+        scheduler = make_scheduler(opt, settings, max(self.total_steps, 1))
         with warnings.catch_warnings():  # stepping the schedule to `start` before any optimizer step is intended
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(start):
@@ -142,17 +141,7 @@ class _Trainer:
                 if step < start:  # the batches of the skipped steps are still drawn: same data order as pc.train
                     step += 1
                     continue
-                if cuda:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                    loss = F.cross_entropy(model(inputs), targets, label_smoothing=settings.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                scheduler.step()
-                if masked:
-                    with torch.no_grad():
-                        torch._foreach_mul_([w for w, _ in masked], [m for _, m in masked])
+                training_step(model, opt, scheduler, inputs, targets, settings.label_smoothing, masked)
                 step += 1
                 computed += 1
                 if step == snapshot_at:

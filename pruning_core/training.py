@@ -207,17 +207,14 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
         model.to(memory_format=torch.channels_last)
     attached = mk.attached_masks(model)
     warnings = collapse_warnings(attached, data.num_classes)
-    masked = [(w, getattr(m, mk.MASK_BUFFER)) for _, m, w in mk.prunable_weights(model)
-              if getattr(m, mk.MASK_BUFFER, None) is not None]
-    masked_weights = [w for w, _ in masked]
-    masked_masks = [m for _, m in masked]
+    masked = masked_pairs(model)
 
     n_train = len(data.train_y)
     steps_per_epoch = max(1, n_train // settings.batch_size)   # drop_last: BatchNorm dislikes tiny batches
     total_steps = steps_per_epoch * settings.epochs
     every = steps_per_event or max(1, steps_per_epoch // 10)
-    opt = _optimizer(model, settings)
-    scheduler = _scheduler(opt, settings, max(total_steps, 1))
+    opt = make_optimizer(model, settings)
+    scheduler = make_scheduler(opt, settings, max(total_steps, 1))
     history: list[dict[str, Any]] = []
     images_seen, train_time = 0, 0.0
 
@@ -242,20 +239,7 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
             if should_stop is not None and should_stop():
                 cancelled = True
                 break
-            if cuda:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = F.cross_entropy(model(inputs), targets, label_smoothing=settings.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            scheduler.step()
-            if masked_weights:
-                # The gradient hook already keeps pruned weights at zero; this guards against optimizers
-                # that move weights without a gradient.
-                with torch.no_grad():
-                    torch._foreach_mul_(masked_weights, masked_masks)
-            loss_sum += loss.detach()
+            loss_sum += training_step(model, opt, scheduler, inputs, targets, settings.label_smoothing, masked)
             loss_count += 1
             step += 1
             images_seen += len(targets)
@@ -285,6 +269,34 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
     yield final
 
 
+def masked_pairs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(weights, masks) of every masked layer, as lists for one fused multiply per step."""
+    pairs = [(w, getattr(m, mk.MASK_BUFFER)) for _, m, w in mk.prunable_weights(model)
+             if getattr(m, mk.MASK_BUFFER, None) is not None]
+    return [w for w, _ in pairs], [m for _, m in pairs]
+
+
+def training_step(model: nn.Module, opt: torch.optim.Optimizer, scheduler, inputs: torch.Tensor,
+                  targets: torch.Tensor, label_smoothing: float,
+                  masked: tuple[list[torch.Tensor], list[torch.Tensor]]) -> torch.Tensor:
+    """One optimizer step (bf16 autocast and channels_last on CUDA); returns the detached loss."""
+    cuda = inputs.device.type == "cuda"
+    if cuda:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=cuda):
+        loss = F.cross_entropy(model(inputs), targets, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    scheduler.step()
+    if masked[0]:
+        # The gradient hook already keeps pruned weights at zero; this guards against optimizers that
+        # move weights without a gradient.
+        with torch.no_grad():
+            torch._foreach_mul_(masked[0], masked[1])
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, cuda: bool | None = None, split: str = "test") -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of the model on a split, in eval mode."""
@@ -309,7 +321,7 @@ def evaluate(model: nn.Module, data: Dataset, cuda: bool | None = None, split: s
     return float(loss_sum) / max(count, 1), float(correct) / max(count, 1)
 
 
-def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, nesterov=True,
@@ -317,7 +329,7 @@ def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimiz
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, settings: TrainSettings, total_steps: int):
+def make_scheduler(opt: torch.optim.Optimizer, settings: TrainSettings, total_steps: int):
     if settings.lr_schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=total_steps,
                                                    pct_start=0.25, anneal_strategy="linear")

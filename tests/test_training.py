@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import pruning_core as pc
 from pruning_core.training import TrainSettings, collapse_warnings
