@@ -147,39 +147,59 @@ def _top_k_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def select_top_k(scores: Mapping[str, torch.Tensor], k: int,
-                 candidates: Mapping[str, torch.Tensor] | None = None) -> Masks:
+                 candidates: Mapping[str, torch.Tensor] | None = None,
+                 gather_candidates: bool | None = None) -> Masks:
     """Keep exactly k weights with the highest scores across all tensors (global ranking).
 
     Only `candidates` (bool masks) may be kept when given; if there are fewer candidates than k, all
-    of them are kept. NaN scores rank lowest.
+    of them are kept. NaN scores rank lowest; ties go to the earlier tensor and index.
+    `gather_candidates` picks the strategy (same result): rank only the gathered candidates (default on
+    a CPU) or rank every weight with non-candidates at -inf (default on a GPU).
     """
     names = list(scores)
-    # Rank only the candidates: in iterative pruning most weights are already gone, so every later
-    # round's selection shrinks to the surviving fraction. Integer indices gather and scatter several
-    # times faster than boolean masks on a CPU.
-    positions = [None if candidates is None else candidates[n].flatten().nonzero().squeeze(1) for n in names]
-    values = []
-    for name, index in zip(names, positions):
-        s = scores[name].detach().flatten()
-        if s.dtype in (torch.float16, torch.bfloat16):
-            s = s.float()
-        values.append(s if index is None else s.index_select(0, index))
-    flat = torch.cat(values)
-    if flat.is_floating_point() and bool(torch.isnan(flat).any()):
-        flat = torch.nan_to_num(flat, nan=-math.inf)
-    keep = _top_k_flat(flat, k)
-    masks: Masks = {}
+    first = scores[names[0]]
+    if candidates is not None:
+        k = min(k, int(sum(candidates[n].sum() for n in names)))
+    if gather_candidates is None:
+        gather_candidates = not first.is_cuda
+    if candidates is None or not gather_candidates:
+        # On a GPU, rank everything with non-candidates at -inf: no host synchronisation per tensor.
+        values = []
+        for name in names:
+            s = _rankable(scores[name]).flatten()
+            if candidates is not None:
+                s = torch.where(candidates[name].flatten(), s, torch.full_like(s, -math.inf))
+            values.append(s)
+        keep = _top_k_flat(torch.cat(values), k)
+        masks: Masks = {}
+        offset = 0
+        for name in names:
+            n = scores[name].numel()
+            masks[name] = keep[offset:offset + n].view(scores[name].shape)
+            offset += n
+        return masks
+    # On a CPU, rank only the candidates: in iterative pruning most weights are already gone, and integer
+    # indices gather and scatter several times faster than boolean masks there.
+    positions = [candidates[n].flatten().nonzero().squeeze(1) for n in names]
+    values = [_rankable(scores[n]).flatten().index_select(0, index) for n, index in zip(names, positions)]
+    keep = _top_k_flat(torch.cat(values), k)
+    masks = {}
     offset = 0
-    for name, index, part in zip(names, positions, values):
-        chosen = keep[offset:offset + part.numel()]
-        offset += part.numel()
-        if index is None:
-            masks[name] = chosen.view(scores[name].shape)
-        else:
-            mask = torch.zeros(scores[name].numel(), dtype=torch.bool, device=chosen.device)
-            mask[index[chosen]] = True
-            masks[name] = mask.view(scores[name].shape)
+    for name, index in zip(names, positions):
+        chosen = keep[offset:offset + index.numel()]
+        offset += index.numel()
+        mask = torch.zeros(scores[name].numel(), dtype=torch.bool, device=chosen.device)
+        mask[index[chosen]] = True
+        masks[name] = mask.view(scores[name].shape)
     return masks
+
+
+def _rankable(score: torch.Tensor) -> torch.Tensor:
+    """Scores as a dtype `sort`/`kthvalue` handle exactly, with NaN ranked lowest."""
+    score = score.detach()
+    if score.dtype in (torch.float16, torch.bfloat16):
+        score = score.float()
+    return torch.nan_to_num(score, nan=-math.inf) if score.is_floating_point() else score
 
 
 def select_per_layer(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int],

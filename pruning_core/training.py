@@ -205,6 +205,7 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
     cuda = device.type == "cuda"
     if cuda:
         model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     attached = mk.attached_masks(model)
     warnings = collapse_warnings(attached, data.num_classes)
     masked = masked_pairs(model)

@@ -242,3 +242,21 @@ def test_shuffle_within_layers_keeps_counts_and_moves_weights():
         assert torch.equal(masks[name], original[name])  # the input is not modified
     again = mk.shuffle_within_layers(masks, torch.Generator().manual_seed(0))
     assert all(torch.equal(again[n], shuffled[n]) for n in masks)
+
+
+def test_both_selection_strategies_choose_the_same_weights():
+    from pruning_core.masks import select_top_k
+
+    generator = torch.Generator().manual_seed(7)
+    scores = {"a": torch.randint(0, 5, (6, 7), generator=generator).float(),
+              "b": torch.randint(0, 5, (40,), generator=generator).float()}
+    scores["b"][3] = float("nan")
+    candidates = {n: torch.rand(s.shape, generator=generator) < 0.6 for n, s in scores.items()}
+    for k in (0, 1, 9, 20, 1000):
+        gathered = select_top_k(scores, k, candidates, gather_candidates=True)
+        ranked = select_top_k(scores, k, candidates, gather_candidates=False)
+        for name in scores:
+            assert torch.equal(gathered[name], ranked[name]), (k, name)
+            assert not (gathered[name] & ~candidates[name]).any()
+        expected = min(k, sum(int(c.sum()) for c in candidates.values()))
+        assert sum(int(m.sum()) for m in gathered.values()) == expected
