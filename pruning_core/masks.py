@@ -199,7 +199,11 @@ def _rankable(score: torch.Tensor) -> torch.Tensor:
     score = score.detach()
     if score.dtype in (torch.float16, torch.bfloat16):
         score = score.float()
-    return torch.nan_to_num(score, nan=-math.inf) if score.is_floating_point() else score
+    if not score.is_floating_point():
+        return score
+    # NaN ranks below every real score but above the -inf that marks a non-candidate.
+    lowest = torch.finfo(score.dtype).min
+    return torch.nan_to_num(score, nan=lowest, posinf=torch.finfo(score.dtype).max, neginf=lowest)
 
 
 def select_per_layer(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int],
