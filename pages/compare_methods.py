@@ -1,0 +1,259 @@
+"""Compare methods: a method x sparsity grid (with seeds) run as one sweep in the background job queue.
+The accuracy-vs-compression chart fills in live as cells finish, with mean ± std bands over seeds, the
+dense baseline and collapsed cells marked; the table beside it downloads as CSV. Cells of the same
+configuration and seed that ran before (here or on another page) are reused from the store."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from pages import common as ui
+from pruning_core import figures
+from pruning_core.config import DENSE
+from pruning_core.data import DATASETS
+from pruning_core.methods import METHODS
+from pruning_core.presets import PRESETS
+from pruning_core.store import ACTIVE_STATUSES, UnknownRunError
+from pruning_core.sweep import sweep_cells
+
+SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
+MAX_SEEDS = 5
+PRESET = "quick_sweep"
+
+
+def sparsity_option(sparsity: float) -> str:
+    return f"{figures.percent(sparsity)} (10^{figures.log_compression(sparsity):.1f})"
+
+
+def apply_preset() -> None:
+    preset = PRESETS[PRESET]
+    ui.set_values({"dataset": preset.config.get("dataset", "digits"), "model": preset.config.get("model", "conv"),
+                   "epochs": preset.config.get("epochs", 10), "methods": list(preset.grid["methods"]),
+                   "sparsities": list(preset.grid["sparsities"]), "seeds": len(preset.grid["seeds"])})
+    st.session_state["autosweep"] = True
+    st.session_state.pop("sweep_id", None)
+
+
+def initial_values() -> dict:
+    """This device's defaults with the quick sweep's grid, or the grid of the sweep the link names."""
+    grid = PRESETS[PRESET].grid
+    values = {**ui.device_defaults(), "methods": list(grid["methods"]), "sparsities": list(grid["sparsities"]),
+              "seeds": len(grid["seeds"])}
+    if "methods" in st.session_state.get(ui._SHADOW, {}) or "sweep" not in st.query_params:
+        return values
+    try:
+        config = ui.store().get_sweep(int(st.query_params["sweep"]))["config"]
+        values.update({k: config[k] for k in ("dataset", "model", "methods", "sparsities") if k in config})
+        values["seeds"] = len(config.get("seeds", [0]))
+        if config.get("epochs") is not None:
+            values["epochs"] = config["epochs"]
+    except (ValueError, KeyError, UnknownRunError):
+        st.session_state.setdefault(ui._URL_NOTES, []).append(
+            f"`sweep={st.query_params['sweep']}` was ignored: no such sweep in the store")
+    return values
+
+
+def _methods(raw: list[str]) -> list[str]:
+    unknown = [m for m in raw if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}")
+    return list(raw)
+
+
+def _sparsities(raw: list[str]) -> list[float]:
+    values = [float(v) for v in raw]
+    if any(not 0 < v < 1 for v in values):
+        raise ValueError("sparsities must be fractions between 0 and 1, such as 0.99")
+    return values
+
+
+def grid_form(defaults: dict) -> dict:
+    with st.container(border=True):
+        top = st.columns([1.2, 1.2, 0.7, 0.7], gap="medium", vertical_alignment="bottom")
+        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
+        model = ui.field_input("model", default=defaults["model"], container=top[1])
+        epochs = ui.field_input("epochs", default=defaults["epochs"], container=top[2])
+        ui.remember("seeds", defaults["seeds"], lambda raw: min(max(int(raw), 1), MAX_SEEDS))
+        seeds = top[3].number_input("Seeds", min_value=1, max_value=MAX_SEEDS, step=1, key="seeds",
+                                    help="How many random initialisations every cell is run with (seeds 0, 1, ...). "
+                                         "With two or more, the chart shows mean ± standard deviation as a band.")
+        ui.keep("seeds")
+        ui.remember("methods", defaults["methods"], _methods, many=True)
+        methods = st.multiselect("Methods", ui.method_choices(), key="methods",
+                                 format_func=lambda m: ui.choice_label("method", m),
+                                 help="Pruning methods to compare. Each prunes the same initial weights for a seed.")
+        ui.keep("methods")
+        ui.remember("sparsities", defaults["sparsities"], _sparsities, many=True)
+        st.session_state["sparsities"] = [s for s in st.session_state["sparsities"] if s in SPARSITIES]
+        sparsities = st.pills("Sparsities (% of weights removed, compression 10^x)", SPARSITIES, key="sparsities",
+                              selection_mode="multi", format_func=sparsity_option,
+                              help="Each chosen sparsity is one column of the grid. " + ui.help_text("sparsity"))
+        ui.keep("sparsities")
+        cells = len(methods) * len(sparsities) * seeds + seeds
+        st.caption(f"**{cells} runs**: {len(methods)} method(s) × {len(sparsities)} sparsit"
+                   f"{'y' if len(sparsities) == 1 else 'ies'} × {seeds} seed(s), plus the dense baseline for each "
+                   f"seed; {epochs} epoch(s) each. Finished cells are reused, not recomputed.")
+    return {"dataset": dataset, "model": model, "epochs": int(epochs), "methods": list(methods),
+            "sparsities": sorted(sparsities), "seeds": list(range(int(seeds)))}
+
+
+def sweep_table(keys: list[str]) -> pd.DataFrame:
+    """One row per cell of a sweep (its best run in the store), with the collapse flag from its summary."""
+    db = ui.store()
+    runs = db.latest_runs(keys, kind="train")
+    rows = []
+    for run in runs.itertuples():
+        summary = {}
+        if run.status == "done":
+            try:
+                summary = db.get_run(int(run.run_id)).get("summary") or {}
+            except UnknownRunError:
+                continue
+        collapsed = list(summary.get("collapsed", []))
+        sparsity = float(run.sparsity or 0.0)
+        rows.append({
+            "method": run.method, "sparsity": sparsity, "seed": int(run.seed),
+            "compression": 1 / (1 - sparsity), "status": run.status,
+            "final_test_accuracy": summary.get("final_test_accuracy"),
+            "best_test_accuracy": summary.get("best_test_accuracy"),
+            "effective_density": summary.get("effective_density"),
+            "collapsed": bool(collapsed) if run.status == "done" else None,
+            "collapsed_layers": ", ".join(n.removesuffix(".weight") for n in collapsed),
+            "train_s": summary.get("train_s"), "run_id": int(run.run_id), "key": run.key,
+            "progress": run.progress_message if run.status in ACTIVE_STATUSES else "",
+        })
+    columns = ["method", "sparsity", "seed", "compression", "status", "final_test_accuracy", "best_test_accuracy",
+               "effective_density", "collapsed", "collapsed_layers", "train_s", "run_id", "key", "progress"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("cancelled", 0)
+    running = table[table["status"] == "running"]
+    queued = table[table["status"] == "queued"]
+    if len(running) or len(queued):
+        text, cancel = st.columns([5, 1], vertical_alignment="bottom")
+        durations = table.loc[table["status"] == "done", "train_s"].dropna()
+        eta = durations.mean() * (len(running) + len(queued)) if len(durations) else None
+        current = ""
+        if len(running):
+            cell = running.iloc[0]
+            where = "" if cell["method"] == DENSE else f" at {figures.percent(cell['sparsity'])}"
+            current = (f" · now: {figures.method_label(cell['method'])}{where}, seed {cell['seed']} "
+                       f"({cell['progress']})")
+        elif len(queued):
+            ahead = ui.store().queue_position(int(queued.iloc[0]["run_id"]))
+            current = f" · waiting: {ahead} job(s) of other viewers ahead in the queue" if ahead else ""
+        text.progress(done / max(n_cells, 1), text=f"Sweep #{sweep_id}: {done} of {n_cells} cells done{current}"
+                      + (f" · about {figures.duration_text(eta)} left" if eta else ""))
+        cancel.button("Cancel sweep", key=f"cancel-sweep-{sweep_id}", icon=":material/stop_circle:",
+                      on_click=ui.manager().cancel_sweep, args=(sweep_id,), width="stretch",
+                      help="Stop the running cell and drop the queued ones; finished cells stay in the store.")
+    else:
+        note = f" ({failed} failed or cancelled: see the Runs page)" if failed else ""
+        st.success(f"Sweep #{sweep_id}: {done} of {n_cells} cells done{note}.", icon=":material/done_all:")
+
+
+def sweep_view(sweep_id: int) -> None:
+    db = ui.store()
+    sweep = db.get_sweep(sweep_id)
+    keys = list(sweep["config"].get("cells", []))
+    dataset = sweep["config"].get("dataset")
+    classes = DATASETS[dataset].num_classes if dataset in DATASETS else 0
+    first = sweep_table(keys)
+    active = bool(first["status"].isin(ACTIVE_STATUSES).any())
+
+    def draw() -> None:
+        table = None
+        with ui.error_boundary():
+            table = sweep_table(keys)
+            sweep_progress(sweep_id, table, len(keys))
+            chart, side = st.columns([1.7, 1], gap="medium")
+            with chart:
+                fig = figures.tradeoff_chart(table, chance=1 / classes if classes else None,
+                                             uirevision=f"sweep-{sweep_id}")
+                st.plotly_chart(fig, width="stretch", key="tradeoff", config={"displaylogo": False})
+                st.caption("Each line is a method (mean over seeds; the band is ± one standard deviation); ✕ marks "
+                           "a cell whose network collapsed (a layer kept no weights); the dashed line is the "
+                           "dense network.")
+            with side:
+                layers = table["collapsed_layers"]
+                note = layers.where(layers == "", "✕ " + layers)
+                note = note.where(table["status"] == "done", table["status"])
+                shown = pd.DataFrame({
+                    "Method": table["method"].map(lambda m: "Dense" if m == DENSE else figures.method_label(m)),
+                    "Removed": table["sparsity"].map(figures.percent), "Seed": table["seed"],
+                    "Accuracy": table["final_test_accuracy"], "Note": note})
+                if table["seed"].nunique() <= 1:
+                    shown = shown.drop(columns=["Seed"])
+                st.dataframe(shown, hide_index=True, width="stretch", height=410, key="sweep-table",
+                             column_config={
+                                 "Removed": st.column_config.TextColumn(width="small"),
+                                 "Seed": st.column_config.NumberColumn(width="small"),
+                                 "Accuracy": st.column_config.ProgressColumn("Accuracy", format="percent",
+                                                                             min_value=0.0, max_value=1.0,
+                                                                             width="small"),
+                                 "Note": st.column_config.TextColumn(
+                                     "Note", help="✕ lists the layers that kept no weights (layer collapse); "
+                                     "unfinished cells show their status.")})
+                st.download_button("Download table (CSV)", table.drop(columns=["progress"]).to_csv(index=False),
+                                   file_name=f"sweep-{sweep_id}.csv", mime="text/csv", icon=":material/download:",
+                                   key=f"download-sweep-{sweep_id}", width="stretch", on_click="ignore",
+                                   help="Every cell with its method, sparsity, seed, accuracy, connected "
+                                        "density, collapsed layers, timing and run id.")
+        if active and table is not None and not table["status"].isin(ACTIVE_STATUSES).any():
+            st.rerun()
+
+    st.fragment(draw, run_every=ui.POLL_S if active else None, key=f"sweep-live-{sweep_id}")()
+
+
+def start_sweep(grid: dict) -> None:
+    """Queue every cell of the grid (a button's on_click, or the preset's autosweep)."""
+    try:
+        cells = sweep_cells(model=grid["model"], dataset=grid["dataset"], methods=grid["methods"],
+                            sparsities=grid["sparsities"], seeds=grid["seeds"], epochs=grid["epochs"])
+        st.session_state["sweep_id"] = ui.manager().submit_sweep(cells, {**grid, "started": time.time()})
+    except Exception as error:  # noqa: BLE001 - shown as a message on the page
+        st.session_state["sweep_error"] = ui.friendly_error(error)
+
+
+def current_sweep() -> int | None:
+    for candidate in (st.session_state.get("sweep_id"), st.query_params.get("sweep")):
+        try:
+            ui.store().get_sweep(int(candidate))
+            return int(candidate)
+        except (TypeError, ValueError, UnknownRunError):
+            continue
+    return None
+
+
+ui.page_header("Compare methods", "Prune the same network with several methods at several sparsities, train "
+                                  "every cell, and watch accuracy against compression fill in.")
+with ui.error_boundary():
+    grid = grid_form(initial_values())
+    ui.url_notes()
+    buttons = st.columns([1, 1.5, 2.5], gap="small")
+    buttons[0].button("Run sweep", type="primary", icon=":material/play_arrow:", width="stretch", key="run-sweep",
+                      on_click=start_sweep, args=(grid,),
+                      help="Queue every cell in the server's background job queue. You can leave the page: the "
+                           "sweep keeps running and this page picks it up again (the link holds it).")
+    buttons[1].button(PRESETS[PRESET].label, on_click=apply_preset, icon=":material/bolt:", width="stretch",
+                      help=PRESETS[PRESET].description, key="preset-quick_sweep")
+    if st.session_state.pop("autosweep", False):
+        start_sweep(grid)
+    if "sweep_error" in st.session_state:
+        st.error(st.session_state.pop("sweep_error"), icon=":material/error:")
+    ui.methods_glossary(grid["methods"])
+    sweep_id = current_sweep()
+    ui.sync_url({"dataset": grid["dataset"], "model": grid["model"], "epochs": grid["epochs"],
+                 "methods": grid["methods"], "sparsities": grid["sparsities"], "seeds": len(grid["seeds"]),
+                 "sweep": sweep_id})
+    if sweep_id is None:
+        st.info("Choose a grid and press **Run sweep**, or start from the quick sweep preset (digits on a CPU: "
+                "about a minute or two).", icon=":material/info:")
+    else:
+        sweep_view(sweep_id)

@@ -1,0 +1,228 @@
+"""Runs: the run store's history. Filter it, select runs to overlay their training curves and density
+profiles, export them (CSV, JSON, masks) or delete them, and open one run to see exactly what it showed
+when it ran (the same views, read back from the store)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from pages import common as ui
+from pruning_core import figures
+from pruning_core.config import DENSE, RunConfig
+from pruning_core.store import STATUSES
+
+PAGE_SIZE = 500
+
+
+def run_label(row: pd.Series | dict) -> str:
+    method = figures.method_label(row["method"]) if row["method"] else "?"
+    sparsity = "" if row["method"] == DENSE else f" {figures.percent(row['sparsity'] or 0)}"
+    return (f"#{row['run_id']} · {method}{sparsity} · {ui.choice_label('model', row['model'])} on "
+            f"{row['dataset']} · seed {row['seed']} · {row['status']}")
+
+
+def short_label(row: pd.Series | dict) -> str:
+    """'#2 SynFlow 99.9%': a legend entry of an overlay."""
+    method = figures.method_label(row["method"]) if row["method"] else "?"
+    sparsity = "" if row["method"] == DENSE else f" {figures.percent(row['sparsity'] or 0)}"
+    return f"#{row['run_id']} {method}{sparsity}"
+
+
+def filters(runs: pd.DataFrame) -> pd.DataFrame:
+    with st.container(border=True):
+        cols = st.columns([1.2, 1.4, 1, 1, 0.9], gap="medium", vertical_alignment="bottom")
+        status = cols[0].multiselect("Status", list(STATUSES), key="runs-status", placeholder="any",
+                                     help="Show only runs with these statuses.")
+        methods = cols[1].multiselect("Method", sorted(runs["method"].dropna().unique()), key="runs-method",
+                                      format_func=figures.method_label, placeholder="any",
+                                      help="Show only runs of these pruning methods.")
+        models = cols[2].multiselect("Model", sorted(runs["model"].dropna().unique()), key="runs-model",
+                                     format_func=lambda m: ui.choice_label("model", m), placeholder="any",
+                                     help="Show only runs of these architectures.")
+        datasets = cols[3].multiselect("Dataset", sorted(runs["dataset"].dropna().unique()), key="runs-dataset",
+                                       format_func=lambda d: ui.choice_label("dataset", d), placeholder="any",
+                                       help="Show only runs on these datasets.")
+        kinds = cols[4].multiselect("Kind", sorted(runs["kind"].dropna().unique()), key="runs-kind",
+                                    placeholder="any", help="'train': pruned and trained; 'prune': pruned only.")
+    for column, chosen in (("status", status), ("method", methods), ("model", models), ("dataset", datasets),
+                           ("kind", kinds)):
+        if chosen:
+            runs = runs[runs[column].isin(chosen)]
+    return runs
+
+
+def history_table(runs: pd.DataFrame) -> None:
+    shown = pd.DataFrame({
+        "run": runs["run_id"], "status": runs["status"], "kind": runs["kind"],
+        "method": runs["method"].map(figures.method_label),
+        "removed": runs["sparsity"].map(lambda s: figures.percent(s) if s == s and s is not None else ""),
+        "model": runs["model"].map(lambda m: ui.choice_label("model", m)), "dataset": runs["dataset"],
+        "seed": runs["seed"], "accuracy": runs["final_test_accuracy"], "connected": runs["effective_density"],
+        "created": pd.to_datetime(runs["created_at"], unit="s"),
+        "duration": runs["duration_s"].map(figures.duration_text),
+        "sweep": runs["sweep_id"],
+    })
+    st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(shown)), key="runs-table",
+                 column_config={
+                     "run": st.column_config.NumberColumn("Run", format="#%d", width="small"),
+                     "accuracy": st.column_config.ProgressColumn("Test accuracy", format="percent", min_value=0.0,
+                                                                 max_value=1.0),
+                     "connected": st.column_config.NumberColumn("Connected density", format="percent",
+                                                                help="Effective density: kept weights on a path "
+                                                                     "from input to output."),
+                     "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+                     "sweep": st.column_config.NumberColumn("Sweep", format="%d", width="small")})
+
+
+def actions(selected: list[int], runs: pd.DataFrame) -> None:
+    chosen = runs[runs["run_id"].isin(selected)]
+    cols = st.columns(4, gap="small")
+    cols[0].download_button("Export CSV", chosen.to_csv(index=False), file_name="runs.csv", mime="text/csv",
+                            icon=":material/table:", width="stretch", on_click="ignore", key="export-csv",
+                            help="One row per selected run: configuration, status, accuracy, timings.")
+    cols[1].download_button("Export JSON", lambda: json.dumps(ui.store().export_runs(selected), indent=1),
+                            file_name="runs.json", mime="application/json", icon=":material/data_object:",
+                            width="stretch", on_click="ignore", key="export-json",
+                            help="Full records of the selected runs: configuration, summary, per-epoch metrics and "
+                                 "per-layer table.")
+    with_masks = [r for r in selected if ui.store().get_run(r)["has_masks"]]
+    cols[2].download_button("Download masks", lambda: ui.masks_archive(with_masks), file_name="masks.zip",
+                            mime="application/zip", icon=":material/grid_on:", width="stretch", on_click="ignore",
+                            key="export-masks", disabled=not with_masks,
+                            help="A zip with one .npz per run: a boolean array per layer (True = weight kept). "
+                                 "Load with numpy.load.")
+    with cols[3].popover("Delete", icon=":material/delete:", width="stretch",
+                         help="Delete the selected runs with their metrics and masks."):
+        st.markdown(f"Delete {len(selected)} run{'s' if len(selected) != 1 else ''}? This cannot be undone.")
+        st.button("Delete for good", type="primary", key="delete-confirm", icon=":material/delete_forever:",
+                  on_click=delete_runs, args=(list(selected),),
+                  help="Remove the runs, their metrics and their mask files from the store.")
+
+
+def delete_runs(run_ids: list[int]) -> None:
+    """on_click of the delete confirmation: cancel what still runs, delete, clear the selection."""
+    for run_id in run_ids:
+        if ui.store().get_run(run_id)["status"] in ("queued", "running"):
+            ui.manager().cancel(run_id)
+        ui.store().delete_run(run_id)
+    st.session_state["runs-selected"] = []
+    if st.session_state.get("runs-open") in run_ids:
+        st.session_state["runs-open"] = None
+
+
+def overlay(selected: list[int], runs: pd.DataFrame) -> None:
+    db = ui.store()
+    labels = {int(r["run_id"]): short_label(r) for _, r in runs[runs["run_id"].isin(selected)].iterrows()}
+    curves = {labels[r]: db.metrics(r) for r in selected if r in labels}
+    curves = {k: v for k, v in curves.items() if not v.empty}
+    profiles = {labels[r]: db.layers(r) for r in selected if r in labels}
+    profiles = {k: v for k, v in profiles.items() if v is not None}
+    left, right = st.columns(2, gap="medium")
+    with left:
+        st.markdown("**Training curves**")
+        if curves:
+            st.plotly_chart(figures.training_curves(curves, uirevision="runs-overlay"), width="stretch",
+                            key="overlay-curves", config={"displaylogo": False})
+        else:
+            st.caption("None of the selected runs has training metrics.")
+    with right:
+        st.markdown("**Density profiles**")
+        if profiles:
+            first, *rest = profiles.items()
+            log_scale = st.toggle("Log scale", key="overlay-log", value=True,
+                                  help="Show densities on a logarithmic axis, so small ones stay visible.")
+            fig = figures.density_bars(first[1], log_scale=log_scale, compare=dict(rest), label=first[0],
+                                       uirevision="runs-overlay-density")
+            st.plotly_chart(fig, width="stretch", key="overlay-density", config={"displaylogo": False})
+        else:
+            st.caption("None of the selected runs has a layer table.")
+
+
+def open_in_prune_page(record: dict) -> None:
+    """Load a run's configuration into the Prune & train page's widgets and go there."""
+    config = RunConfig.from_dict(record["config"])
+    values = {f: getattr(config, f) for f in ("dataset", "model", "method", "schedule", "iterations", "scope",
+                                              "seed", "epochs")}
+    if config.is_dense:
+        values["method"] = "synflow"
+    values["compression"] = round(figures.log_compression(config.sparsity), 1)
+    values["compare"] = []
+    ui.set_values(values)
+    st.session_state["run_id"] = record["id"]
+    st.switch_page(ui.PAGES["prune"])
+
+
+def run_detail(run_id: int) -> None:
+    """One run, shown with the same views the Prune & train page used when it ran."""
+    db = ui.store()
+    record = db.get_run(run_id)
+    created = datetime.fromtimestamp(record["created_at"]).strftime("%Y-%m-%d %H:%M")
+    st.markdown(f"**Run #{run_id}** ({record['kind']}, {record['status']}, created {created} on "
+                f"{record.get('device') or 'not started'}) — {ui.config_caption(record['config'])}")
+    head = st.columns([1, 1, 3], gap="small")
+    if head[0].button("Open in Prune & train", icon=":material/open_in_new:", key="open-in-prune", width="stretch",
+                      help="Load this run's configuration on the Prune & train page."):
+        open_in_prune_page(record)
+    head[1].download_button("Config (JSON)", json.dumps(record["config"], indent=1), file_name=f"run-{run_id}.json",
+                            mime="application/json", icon=":material/download:", width="stretch", on_click="ignore",
+                            key="open-config", help="This run's configuration as JSON "
+                                                    "(pruning_core.RunConfig.from_dict reads it).")
+    layers = db.layers(run_id)
+    if layers is not None:
+        summary = {**figures.layer_summary(layers), **(record.get("summary") or {})}
+        ui.pruning_result(layers, summary, key="open", label=record["method"] or "kept")
+    if record["kind"] != "prune":
+        def draw(rec: dict) -> None:
+            ui.run_summary(rec)
+            ui.training_curves(rec["id"], "open", rec)
+
+        ui.live_panel(run_id, key="open", draw=draw)
+    elif record["status"] != "done":
+        ui.live_panel(run_id, key="open")
+    warnings = (record.get("summary") or {}).get("warnings") or []
+    for warning in warnings:
+        st.caption(f"Recorded warning: {warning}")
+    with st.expander("Everything recorded for this run", icon=":material/receipt_long:"):
+        st.json({k: record[k] for k in ("config", "summary", "timings", "versions", "device", "error", "key")},
+                expanded=False)
+
+
+ui.page_header("Runs", "Every run in the store: filter, overlay, export, delete, or open one to see what it "
+                       "showed when it ran.")
+with ui.error_boundary():
+    db = ui.store()
+    all_runs = db.list_runs(limit=PAGE_SIZE)
+    if all_runs.empty:
+        st.info("No runs yet. Train something on **Prune & train** or run a sweep on **Compare methods**.",
+                icon=":material/info:")
+        st.stop()
+    runs = filters(all_runs)
+    st.caption(f"{len(runs)} of {len(all_runs)} run(s)" + (f" (the newest {PAGE_SIZE})" if len(all_runs) ==
+                                                           PAGE_SIZE else ""))
+    history_table(runs)
+
+    options = [int(r) for r in runs["run_id"]]
+    labels = {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
+    st.session_state["runs-selected"] = [r for r in st.session_state.get("runs-selected", []) if r in labels]
+    selected = st.multiselect("Select runs to compare, export or delete", options, key="runs-selected",
+                              format_func=lambda r: labels.get(r, f"#{r}"), placeholder="choose runs",
+                              help="Their training curves and density profiles are drawn on top of each other.")
+    if selected:
+        actions(selected, runs)
+        overlay(selected, runs)
+
+    st.divider()
+    st.subheader("Open a run", anchor=False)
+    if "runs-open" not in st.session_state and st.query_params.get("open", "").isdigit():
+        st.session_state["runs-open"] = int(st.query_params["open"])
+    if st.session_state.get("runs-open") not in labels:
+        st.session_state["runs-open"] = None
+    opened = st.selectbox("Run", options, key="runs-open", index=None, format_func=lambda r: labels.get(r, f"#{r}"),
+                          placeholder="choose a run to open", help="Shows the run as the Prune & train page showed it.")
+    ui.sync_url({"open": opened})
+    if opened is not None:
+        run_detail(int(opened))

@@ -1,0 +1,430 @@
+"""Every page of the dashboard under Streamlit's AppTest: it renders without an exception, the presets and
+widgets produce the charts, a collapsed configuration shows the collapse warning, bad input shows a plain
+message (never a traceback), URLs reproduce a setup, and background runs are shown from the store.
+
+Everything runs on the built-in digits dataset with tiny budgets (1 epoch); nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pages import analyses
+from pages import common as ui
+from pruning_core import runner
+from pruning_core.config import RunConfig
+from pruning_core.store import Store
+
+TIMEOUT = 90
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    """A fresh run store (and so a fresh job manager) per test; no dataset folder, so only digits loads."""
+    path = tmp_path / "runs.db"
+    monkeypatch.setenv("PRUNING_DB", str(path))
+    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path / "data"))
+    yield path
+    manager = ui._manager(str(path.resolve()))
+    for run_id in list(manager.tracked()):
+        manager.cancel(run_id)
+    manager.wait_idle(30)
+    manager.shutdown()
+
+
+def open_page(page: str | None = None, **params) -> AppTest:
+    """A new session opening a link: the landing page, or `page`, with these URL parameters."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if page is not None:
+        at.run()  # AppTest needs one run of app.py before it can switch pages
+        at.switch_page(ui.PAGES[page])
+        at.query_params.clear()
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def figures_of(at: AppTest) -> dict[str, dict]:
+    """The Plotly figures on the page, by element key."""
+    return {chart.proto.id.split("-", 3)[-1] if not chart.key else chart.key: json.loads(chart.proto.spec)
+            for chart in at.get("plotly_chart")}
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [element.value for element in getattr(at, kind)]
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not texts(at, "error"), texts(at, "error")
+
+
+def wait_idle(db_path, timeout: float = 60) -> None:
+    assert ui._manager(str(db_path.resolve())).wait_idle(timeout), "the background job did not finish in time"
+
+
+FAST = {"method": "magnitude", "epochs": "1"}  # the cheapest prune, one epoch
+
+
+# ---- every page renders ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("page", ["prune", "compare", "collapse", "runs"])
+def test_every_page_renders_without_exception(db, page):
+    at = open_page(page, **FAST, methods=["magnitude", "random"])
+    assert_clean(at)
+    assert at.title[0].value in {"Prune & train", "Compare methods", "Layer collapse", "Runs"}
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "Device:" in sidebar and ui.device_label() in sidebar
+
+
+def test_every_control_has_help_text(db):
+    store = Store(db)
+    runner.execute(RunConfig(method="magnitude", sparsity=0.99, epochs=0), store, kind="prune")
+    at = open_page(**FAST)
+    for page in (None, "compare", "runs"):
+        if page is not None:
+            at.switch_page(ui.PAGES[page]).run()
+        if page == "runs":
+            at.multiselect(key="runs-selected").set_value([1]).run()
+            at.selectbox(key="runs-open").set_value(1).run()
+        assert_clean(at)
+        widgets = [*at.selectbox, *at.number_input, *at.slider, *at.multiselect, *at.toggle, *at.pills, *at.button]
+        assert len(widgets) >= 5
+        assert all(w.help for w in widgets), (page, [w.label for w in widgets if not w.help])
+        downloads = at.get("download_button")
+        assert all(d.proto.help for d in downloads), (page, [d.proto.label for d in downloads if not d.proto.help])
+
+
+# ---- Prune & train -------------------------------------------------------------------------------------------
+def test_landing_page_shows_the_pruning_result_at_once(db):
+    at = open_page(**FAST)
+    assert_clean(at)
+    figs = figures_of(at)
+    density = figs["prune-density"]["data"][0]
+    assert density["type"] == "bar" and density["x"] == ["conv1", "conv2", "conv3", "fc"]
+    assert [m.label for m in at.metric][:2] == ["Weights kept", "FLOPs kept"]
+    assert at.metric[0].value == "937"  # 1% of 93,728
+    assert at.slider(key="compression").value == 2.0
+    assert any("99% of the weights removed" in m.value and "10^2.0 (100×)" in m.value for m in at.markdown)
+    assert at.toggle(key="prune-log").value is False
+    at.toggle(key="prune-log").set_value(True).run()
+    assert figures_of(at)["prune-density"]["layout"]["yaxis"]["type"] == "log"
+
+
+def test_quick_demo_preset_produces_the_density_chart_and_queues_training(db):
+    at = open_page(**FAST)
+    at.button(key="preset-quick_demo").click().run()
+    assert_clean(at)
+    assert at.selectbox(key="method").value == "synflow"
+    assert at.slider(key="compression").value == 2.0
+    assert at.number_input(key="epochs").value == 10
+    figs = figures_of(at)
+    assert figs["prune-density"]["data"][0]["name"] == "SynFlow"
+    run_id = int(at.query_params["run"])
+    record = Store(db).get_run(run_id)
+    assert record["config"]["method"] == "synflow" and record["config"]["sparsity"] == 0.99
+    assert record["status"] in ("queued", "running", "done")
+    ui._manager(str(db.resolve())).cancel(run_id)
+
+
+def test_collapsed_configuration_shows_the_collapse_warning(db):
+    at = open_page(method="magnitude", sparsity="0.999", epochs="1", compare="synflow")
+    assert not at.exception
+    (error,) = texts(at, "error")
+    assert "Layer collapse" in error and "`conv2`, `conv3`" in error and "Effective density 0%" in error
+    figs = figures_of(at)
+    names = [trace["name"] for trace in figs["prune-density"]["data"]]
+    assert names[0] == "Magnitude" and "SynFlow" in names and "Magnitude: collapsed layer" in names
+    # SynFlow at the same compression keeps every layer connected: said beside the chart.
+    assert any("**SynFlow**: no layer collapsed" in m.value for m in at.markdown)
+
+
+def test_magnitude_preset_sets_every_widget_and_compares_with_synflow(db):
+    at = open_page(**FAST)
+    at.button(key="preset-magnitude_collapse").click().run()
+    assert at.selectbox(key="method").value == "magnitude"
+    assert at.slider(key="compression").value == 3.0
+    assert at.multiselect(key="compare").value == ["synflow"]
+    assert any("Layer collapse" in e for e in texts(at, "error"))
+    ui._manager(str(db.resolve())).cancel(int(at.query_params["run"]))
+
+
+def test_training_runs_in_the_background_and_draws_live_curves(db):
+    at = open_page(**FAST)
+    at.button(key="train").click().run()
+    assert_clean(at)
+    run_id = int(at.query_params["run"])
+    wait_idle(db)
+    at.run()
+    assert_clean(at)
+    figs = figures_of(at)
+    curves = figs["train-curves"]["data"]
+    accuracy = next(t for t in curves if t["name"] == "test accuracy")
+    assert accuracy["x"] == [0, 1]
+    assert [m.label for m in at.metric][-4:] == ["Final test accuracy", "Best test accuracy", "Training time", "Speed"]
+    assert Store(db).get_run(run_id)["status"] == "done"
+    # A new viewer with the same configuration and seed gets the stored run, not a new one.
+    again = open_page(**FAST)
+    assert any("Reused from the store" in s for s in texts(again, "success"))
+    assert int(again.query_params["run"]) == run_id
+    assert "train" not in [b.key for b in again.button]
+    assert len(Store(db).list_runs()) == 1
+
+
+def test_live_panel_shows_progress_and_cancel_while_running(db):
+    store = Store(db)
+    config = RunConfig(method="magnitude", sparsity=0.99, epochs=1)
+    run_id = store.create_run(config.to_dict(), key=config.key(), kind="train")
+    store.start_run(run_id, "CPU")
+    store.update_progress(run_id, 0.5, 1, "training: epoch 1 of 1")
+    at = open_page(**FAST)
+    assert_clean(at)
+    assert int(at.query_params["run"]) == run_id
+    (bar,) = at.get("progress")
+    assert "training: epoch 1 of 1" in bar.proto.text and "50%" in bar.proto.text and "left" in bar.proto.text
+    at.button(key=f"train-cancel-{run_id}").click().run()
+    assert store.get_run(run_id)["status"] == "cancelled"
+    assert any("cancelled" in w for w in texts(at, "warning"))
+
+
+def test_queued_run_shows_its_queue_position(db):
+    store = Store(db)
+    for seed in (1, 2):  # two jobs of other viewers, not tracked by this server's manager
+        other = RunConfig(method="random", sparsity=0.9, epochs=1, seed=seed)
+        store.create_run(other.to_dict(), key=other.key(), kind="train")
+    config = RunConfig(method="magnitude", sparsity=0.99, epochs=1)
+    run_id = store.create_run(config.to_dict(), key=config.key(), kind="train")
+    at = open_page(**FAST, run=str(run_id))
+    assert any("2 jobs ahead" in i for i in texts(at, "info"))
+
+
+def test_big_model_on_a_cpu_prunes_in_the_background(db, monkeypatch):
+    monkeypatch.setattr(ui, "on_gpu", lambda: False)  # on a GPU every model is pruned in the page
+    at = open_page(model="vgg11", method="magnitude", epochs="1")
+    assert_clean(at)
+    assert any("runs in the background job queue" in i for i in texts(at, "info"))
+    assert "prune-density" not in figures_of(at)
+    at.button(key="prune-background").click().run()
+    assert_clean(at)
+    wait_idle(db)
+    at.run()
+    assert_clean(at)
+    density = figures_of(at)["prune-density"]["data"][0]
+    assert density["name"] == "Magnitude" and len(density["x"]) == 9  # VGG-11: 8 convolutions and a classifier
+    assert Store(db).list_runs()["kind"].tolist() == ["prune"]
+
+
+def test_configuration_lives_in_the_url(db):
+    at = open_page(method="snip", sparsity="0.999", seed="3", epochs="2", schedule="linear", iterations="5")
+    assert_clean(at)
+    params = at.query_params
+    assert params["method"] == "snip" and params["sparsity"] == "0.999" and params["seed"] == "3"
+    assert params["schedule"] == "linear" and params["iterations"] == "5" and params["epochs"] == "2"
+    assert at.selectbox(key="method").value == "snip"
+    assert at.number_input(key="iterations").value == 5
+    at.selectbox(key="method").set_value("random").run()
+    assert at.query_params["method"] == "random"
+
+
+def test_bad_link_parameters_are_ignored_with_a_note(db):
+    at = open_page(method="nonsense", sparsity="1.5", epochs="1")
+    assert not at.exception
+    warnings = texts(at, "warning")
+    assert any("`method=nonsense` was ignored" in w for w in warnings)
+    assert any("`sparsity=1.5` was ignored" in w for w in warnings)
+    assert at.selectbox(key="method").value == "synflow"
+
+
+def test_missing_dataset_shows_a_message_not_a_traceback(db):
+    at = open_page(dataset="tiny_imagenet", **FAST)
+    assert not at.exception
+    (error,) = texts(at, "error")
+    assert "The dataset is not available" in error and "tiny-imagenet-200" in error
+    # A downloadable dataset that is not here yet: training will fetch it (nothing is downloaded by the page).
+    at = open_page(dataset="mnist", **FAST)
+    assert not at.exception and not texts(at, "error")
+    assert any("MNIST is not on this machine yet" in i for i in texts(at, "info"))
+
+
+def test_out_of_memory_shows_what_to_do(db, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runner, "prune_with_config", out_of_memory)
+    at = open_page(**FAST, seed="17")  # a configuration no other test has cached
+    assert not at.exception
+    (error,) = texts(at, "error")
+    assert "Out of memory" in error and "smaller model" in error
+    # The page stays usable: the widgets are there and a change reruns cleanly.
+    monkeypatch.undo()
+    at.number_input(key="seed").set_value(0).run()
+    assert_clean(at)
+
+
+def test_incompatible_model_and_data_is_a_plain_message(db, monkeypatch):
+    def does_not_fit(*args, **kwargs):
+        raise ValueError("the model cannot take inputs of shape (3, 64, 64): mat1 and mat2 shapes cannot be "
+                         "multiplied. Check that the data matches the model (input channels, image size or features).")
+
+    monkeypatch.setattr(runner, "prune_with_config", does_not_fit)
+    at = open_page(**FAST, seed="18")
+    assert not at.exception
+    (error,) = texts(at, "error")
+    assert error.startswith("**This input does not work:** the model cannot take inputs")
+
+
+def test_compression_zero_is_the_dense_network(db):
+    at = open_page(**FAST)
+    at.slider(key="compression").set_value(0.0).run()
+    assert_clean(at)
+    assert figures_of(at)["prune-density"]["data"][0]["name"] == "Dense baseline"
+    assert at.metric[0].value == "93,728"
+    assert any("0% of the weights removed" in m.value for m in at.markdown)
+
+
+def test_failed_run_shows_the_stores_error(db):
+    store = Store(db)
+    config = RunConfig(method="magnitude", sparsity=0.99, epochs=1)
+    run_id = store.create_run(config.to_dict(), key=config.key(), kind="train")
+    store.start_run(run_id, "CPU")
+    store.fail_run(run_id, "Out of memory: choose a smaller model.")
+    at = open_page(**FAST)
+    assert any(f"Run #{run_id} failed" in e and "smaller model" in e for e in texts(at, "error"))
+    assert at.button(key="train").label.startswith("Again: train")
+
+
+# ---- Compare methods -------------------------------------------------------------------------------------
+def test_sweep_fills_the_chart_marks_collapse_and_downloads_csv(db):
+    at = open_page("compare", epochs="1", methods=["magnitude", "random"], sparsities=["0.999"], seeds="1")
+    assert_clean(at)
+    at.button(key="run-sweep").click().run()
+    assert_clean(at)
+    sweep_id = int(at.query_params["sweep"])
+    wait_idle(db, 90)
+    at.run()
+    assert_clean(at)
+    fig = figures_of(at)["tradeoff"]
+    names = [t["name"] for t in fig["data"]]
+    assert "Magnitude" in names and "Random" in names and any(n.startswith("dense baseline") for n in names)
+    assert any(n.startswith("collapsed") for n in names)
+    assert fig["layout"]["xaxis"]["type"] == "log"
+    assert any(f"Sweep #{sweep_id}: 3 of 3 cells done" in s for s in texts(at, "success")), texts(at, "success")
+    (download,) = [b for b in at.get("download_button")]
+    assert "sweep" in download.proto.label.lower() or "csv" in download.proto.label.lower()
+
+
+def test_quick_sweep_preset_sets_the_grid(db):
+    at = open_page("compare", epochs="1", methods=["magnitude"], sparsities=["0.9"])
+    at.button(key="preset-quick_sweep").click().run()
+    assert at.multiselect(key="methods").value == ["synflow", "snip", "grasp", "magnitude", "random"]
+    assert sorted(at.pills(key="sparsities").value) == [0.5, 0.9, 0.99, 0.999]
+    sweep_id = int(at.query_params["sweep"])
+    ui._manager(str(db.resolve())).cancel_sweep(sweep_id)
+    assert Store(db).get_sweep(sweep_id)["config"]["methods"][0] == "synflow"
+
+
+def test_empty_grid_is_a_message(db):
+    at = open_page("compare", epochs="1", methods=["magnitude"], sparsities=["0.9"])
+    at.multiselect(key="methods").set_value([]).run()
+    at.button(key="run-sweep").click().run()
+    assert not at.exception
+    assert any("at least one method" in e for e in texts(at, "error"))
+
+
+# ---- Layer collapse --------------------------------------------------------------------------------------
+def test_layer_collapse_study_draws_critical_compression_heatmap_and_conservation(db):
+    at = open_page("collapse", methods=["magnitude", "random"])
+    assert_clean(at)
+    key = ("digits", "conv", 0, ("magnitude", "random"), analyses.LEVELS)
+    pool = ui.analysis_pool()
+    task = pool.get(key)
+    assert task is not None
+    task.future.result(timeout=60)
+    at.run()
+    assert_clean(at)
+    figs = figures_of(at)
+    assert set(figs) >= {"critical", "heatmap", "conservation"}
+    assert figs["critical"]["data"][0]["x"] == ["Random", "Magnitude"]
+    heat = figs["heatmap"]["data"][0]
+    assert heat["y"] == ["Magnitude", "Random"] and heat["x"] == ["conv1", "conv2", "conv3", "fc"]
+    assert any("Conserved" in s for s in texts(at, "success"))
+
+
+# ---- Runs ------------------------------------------------------------------------------------------------
+def test_runs_page_overlays_exports_opens_and_deletes(db):
+    store = Store(db)
+    first = runner.execute(RunConfig(method="magnitude", sparsity=0.99, epochs=1), store).run_id
+    second = runner.execute(RunConfig(method="random", sparsity=0.9, epochs=1), store).run_id
+    at = open_page("runs")
+    assert_clean(at)
+    at.multiselect(key="runs-selected").set_value([first, second]).run()
+    assert_clean(at)
+    figs = figures_of(at)
+    curves = [t["name"] for t in figs["overlay-curves"]["data"]]
+    assert sum(n.endswith("test accuracy") for n in curves) == 2
+    assert len([t for t in figs["overlay-density"]["data"] if t["type"] == "bar"]) == 2
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:3] == ["Export CSV", "Export JSON", "Download masks"]
+
+    # Opening a run shows what the Prune & train page showed: its stored layers and curves.
+    at.selectbox(key="runs-open").set_value(first).run()
+    assert_clean(at)
+    assert at.query_params["open"] == str(first)
+    figs = figures_of(at)
+    stored = store.layers(first)
+    assert figs["open-density"]["data"][0]["y"] == pytest.approx(list(stored["density"]))
+    assert "open-curves" in figs
+
+    # Deleting removes the runs from the store.
+    at.button(key="delete-confirm").click().run()
+    assert not at.exception
+    assert store.list_runs().empty
+
+
+def test_a_run_opens_in_prune_and_train(db):
+    store = Store(db)
+    run_id = runner.execute(RunConfig(method="random", sparsity=0.9, epochs=1, seed=4), store).run_id
+    at = open_page("runs")
+    at.selectbox(key="runs-open").set_value(run_id).run()
+    at.button(key="open-in-prune").click().run()
+    assert_clean(at)
+    assert at.title[0].value == "Prune & train"
+    assert at.selectbox(key="method").value == "random"
+    assert at.number_input(key="seed").value == 4
+    assert at.slider(key="compression").value == 1.0
+    assert int(at.query_params["run"]) == run_id
+
+
+def test_masks_archive_holds_one_npz_per_run(db):
+    import io
+    import zipfile
+
+    import numpy as np
+
+    store = Store(db)
+    run_id = runner.execute(RunConfig(method="magnitude", sparsity=0.99, epochs=0), store, kind="prune").run_id
+    at = open_page("runs")  # makes the page's store the one at PRUNING_DB
+    assert_clean(at)
+    archive = zipfile.ZipFile(io.BytesIO(ui.masks_archive([run_id])))
+    (name,) = archive.namelist()
+    masks = np.load(io.BytesIO(archive.read(name)))
+    assert set(masks.files) == set(store.load_masks(run_id))
+    assert int(sum(m.sum() for m in masks.values())) == store.get_run(run_id)["summary"]["kept"]
+
+
+def test_a_link_to_a_run_reattaches_to_it(db):
+    store = Store(db)
+    config = RunConfig(method="random", sparsity=0.9, epochs=1, seed=5)
+    run_id = runner.execute(config, store).run_id
+    at = open_page(run=str(run_id))
+    assert_clean(at)
+    assert at.selectbox(key="method").value == "random"
+    assert at.number_input(key="seed").value == 5
+    assert "train-curves" in figures_of(at)
+    assert time.time() - store.get_run(run_id)["finished_at"] < 120

@@ -1,0 +1,147 @@
+"""End to end in a real browser: `streamlit run app.py` on a free local port, driven through Debian's Chromium
+with Playwright (no browser download). A newcomer's first minute: open the page, click the quick demo preset,
+see the density bars and the live training curves; then a preset whose network collapses shows the warning.
+Screenshots go to test-artifacts/ (gitignored).
+
+Skipped, with the reason, where Chromium or Playwright is missing; .ci/run installs Chromium so that CI runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pruning_core.presets import PRESETS
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    """$PRUNING_CHROMIUM, else Debian's chromium on the PATH or at /usr/bin/chromium."""
+    for candidate in (os.environ.get("PRUNING_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    path = chromium_path()
+    if path is None:
+        pytest.skip("Chromium is not installed (looked for $PRUNING_CHROMIUM, `chromium` on the PATH and "
+                    "/usr/bin/chromium): install Debian's chromium package, as .ci/run does, to run this test")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install -r requirements-test.txt")
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, timeout=60_000)
+        except Exception as error:  # noqa: BLE001 - any launch failure means: cannot run here
+            pytest.skip(f"Chromium at {path} could not be started by Playwright: {str(error).splitlines()[0]}")
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port, with its own empty run store; always stopped at the end."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    env = {**os.environ, "PRUNING_DB": str(folder / "runs.db"), "PRUNING_DATA_DIR": str(folder / "data")}
+    log = open(folder / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "localhost", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited with {process.returncode}:\n{(folder / 'streamlit.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"streamlit did not answer on {url} within 60 s:\n{(folder / 'streamlit.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_until_idle(page, timeout_ms: int = 60_000) -> None:
+    """The script run has finished (fragments may still poll afterwards)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+
+
+def assert_no_traceback(page) -> None:
+    exceptions = page.locator("[data-testid='stException']")
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def test_quick_demo_shows_density_bars_collapse_warning_and_live_training(server, browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    try:
+        page.goto(server, timeout=60_000)
+        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        page.get_by_role("button", name=PRESETS["quick_demo"].label).wait_for(timeout=60_000)
+        wait_until_idle(page)
+
+        started = time.time()
+        page.get_by_role("button", name=PRESETS["quick_demo"].label).click()
+        # The pruning result at once: the density chart with its numbers beside it.
+        page.get_by_text("Weights kept").first.wait_for(timeout=60_000)
+        density = page.get_by_test_id("stPlotlyChart").first
+        density.wait_for(timeout=60_000)
+        assert "conv2" in density.inner_text()
+        assert page.get_by_text("No layer collapsed").count() == 1
+        # Training runs in the background; its curves appear and fill in live, then the final numbers.
+        page.locator("[data-testid='stPlotlyChart']", has_text="Test accuracy").wait_for(timeout=90_000)
+        page.get_by_text("Final test accuracy").wait_for(timeout=150_000)
+        elapsed = time.time() - started
+        assert "run=" in page.url and "method=synflow" in page.url  # a shareable link to this setup
+        assert_no_traceback(page)
+        page.screenshot(path=str(ARTIFACTS / "browser-quick-demo.png"), full_page=True)
+        print(f"quick demo: density bars and finished training {elapsed:.0f} s after the click")
+
+        # A configuration that collapses shows the warning next to the chart.
+        page.get_by_role("button", name=PRESETS["magnitude_collapse"].label).click()
+        page.get_by_text("Layer collapse:").first.wait_for(timeout=60_000)
+        assert_no_traceback(page)
+        page.screenshot(path=str(ARTIFACTS / "browser-magnitude-collapse.png"), full_page=True)
+        assert not page_errors, page_errors
+    finally:
+        page.close()

@@ -1,0 +1,265 @@
+"""The dashboard's figure builders and texts: DataFrame in, Plotly figure out, no Streamlit."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from pruning_core import figures
+from pruning_core.analysis import LAYER_COLUMNS
+
+
+def layer_table(kept, total=(288, 18432, 73728, 1280), effective=None):
+    names = ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"][:len(kept)]
+    effective = effective if effective is not None else kept
+    rows = []
+    for name, k, t, e in zip(names, kept, total, effective):
+        rows.append({"name": name, "kind": "conv", "shape": "x", "total": t, "kept": k, "density": k / t,
+                     "effective_kept": e, "effective_density": e / t, "flops_dense": 2 * t, "flops_kept": 2 * k})
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+# ---- numbers and texts ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("sparsity, text", [
+    (0.99, "99% removed · compression 10^2.0 (100×)"),
+    (0.999, "99.9% removed · compression 10^3.0 (1,000×)"),
+    (0.5, "50% removed · compression 10^0.3 (2×)"),
+    (0.0, "0% removed · dense network (no compression)"),
+])
+def test_sparsity_text_gives_both_vocabularies(sparsity, text):
+    assert figures.sparsity_text(sparsity) == text
+
+
+def test_percent_never_rounds_a_high_sparsity_to_100():
+    assert figures.percent(0.99999) == "99.999%"
+    assert figures.percent(0.947) == "94.7%"
+    assert figures.percent(0.00098) == "0.098%"
+    assert figures.percent(1.0) == "100%"
+
+
+def test_log_compression_round_trip_gives_exact_preset_sparsities():
+    # The landing page's slider moves in log10 compression; 10^2 and 10^3 must be the presets' 0.99 and 0.999
+    # exactly, or the same configuration would get a different key and not be reused.
+    assert figures.sparsity_from_log(2.0) == 0.99
+    assert figures.sparsity_from_log(3.0) == 0.999
+    assert figures.sparsity_from_log(0.0) == 0.0
+    assert round(figures.log_compression(0.999), 6) == 3.0
+    with pytest.raises(ValueError):
+        figures.log_compression(1.0)
+
+
+def test_duration_text():
+    assert figures.duration_text(42) == "42 s"
+    assert figures.duration_text(200) == "3 min 20 s"
+    assert figures.duration_text(None) == "–"
+
+
+def test_collapse_findings_names_collapsed_layers():
+    summary = figures.layer_summary(layer_table([93, 0, 0, 1], effective=[0, 0, 0, 0]))
+    findings = figures.collapse_findings(summary)
+    assert findings[0][0] == "error"
+    assert "`conv2`, `conv3`" in findings[0][1]
+    assert "Effective density 0%" in findings[0][1]
+
+
+def test_collapse_findings_warns_about_disconnected_weights_without_collapse():
+    summary = figures.layer_summary(layer_table([10, 20, 30, 5], effective=[2, 3, 4, 1]))
+    (level, text), = figures.collapse_findings(summary)
+    assert level == "warning"
+    assert "disconnected" in text
+    assert text.startswith("**84.6% of the kept weights")
+
+
+def test_collapse_findings_all_clear():
+    summary = figures.layer_summary(layer_table([100, 200, 300, 50]))
+    assert [level for level, _ in figures.collapse_findings(summary)] == ["success"]
+
+
+def test_collapse_brief_for_compared_methods():
+    assert figures.collapse_brief(figures.layer_summary(layer_table([93, 0, 0, 1]))) == \
+        ("error", "layer collapse in `conv2`, `conv3`")
+    level, text = figures.collapse_brief(figures.layer_summary(layer_table([18, 5, 10, 61], effective=[0, 0, 0, 0])))
+    assert level == "warning" and text.startswith("100% of its kept weights are disconnected")
+    assert figures.collapse_brief(figures.layer_summary(layer_table([18, 5, 10, 61])))[0] == "success"
+
+
+def test_layer_summary_matches_table():
+    summary = figures.layer_summary(layer_table([93, 0, 0, 1], effective=[50, 0, 0, 1]))
+    assert summary["kept"] == 94
+    assert summary["collapsed"] == ["conv2.weight", "conv3.weight"]
+    assert summary["density"] == pytest.approx(94 / (288 + 18432 + 73728 + 1280))
+    assert summary["disconnected_layers"] == []
+
+
+# ---- density bars --------------------------------------------------------------------------------------
+def test_density_bars_draw_kept_fraction_and_counts():
+    fig = figures.density_bars(layer_table([144, 1843, 737, 128]), label="synflow")
+    bar = fig.data[0]
+    assert bar.type == "bar"
+    assert list(bar.x) == ["conv1", "conv2", "conv3", "fc"]
+    assert list(bar.y) == pytest.approx([0.5, 0.1, 0.009996, 0.1], rel=1e-3)
+    assert list(bar.text) == ["144", "1,843", "737", "128"]
+    assert bar.name == "SynFlow"
+    assert fig.layout.yaxis.type != "log"
+
+
+def test_density_bars_mark_collapsed_layers_even_on_a_log_axis():
+    fig = figures.density_bars(layer_table([93, 0, 0, 1]), log_scale=True, label="magnitude")
+    assert fig.layout.yaxis.type == "log"
+    marks = [t for t in fig.data if t.type == "scatter" and t.marker.symbol == "x"]
+    assert len(marks) == 1
+    assert list(marks[0].x) == ["conv2", "conv3"]
+    # On a log axis a zero-height bar is invisible: the marks sit at a positive floor inside the range.
+    low, high = fig.layout.yaxis.range
+    assert all(10 ** low < y < 10 ** high for y in marks[0].y)
+
+
+def test_density_bars_group_compared_methods():
+    fig = figures.density_bars(layer_table([93, 0, 0, 1]), label="magnitude",
+                               compare={"synflow": layer_table([21, 22, 25, 26])})
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.name for b in bars] == ["Magnitude", "SynFlow"]
+    assert bars[0].marker.color != bars[1].marker.color
+    assert fig.layout.barmode == "group"
+    collapsed = [t for t in fig.data if t.type == "scatter" and t.marker.symbol == "x"]
+    assert [t.name for t in collapsed] == ["Magnitude: collapsed layer"]
+
+
+def test_density_bars_show_effective_density_where_lower():
+    fig = figures.density_bars(layer_table([100, 100, 100, 100], effective=[100, 10, 95, 100]), label="snip")
+    diamonds = [t for t in fig.data if t.type == "scatter" and t.marker.symbol == "diamond"]
+    assert len(diamonds) == 1 and list(diamonds[0].x) == ["conv2"]
+
+
+# ---- training curves ------------------------------------------------------------------------------------
+def metrics(accuracies):
+    rows = [{"step": 0, "epoch": 0, "train_loss": None, "test_loss": 2.3, "test_accuracy": 0.1, "elapsed_s": 0.1}]
+    for i, acc in enumerate(accuracies, start=1):
+        rows.append({"step": 10 * i - 5, "epoch": i - 0.5, "train_loss": 2.0 / i, "test_loss": None,
+                     "test_accuracy": None, "elapsed_s": i - 0.5})
+        rows.append({"step": 10 * i, "epoch": i, "train_loss": 1.8 / i, "test_loss": 1.5 / i, "test_accuracy": acc,
+                     "elapsed_s": float(i)})
+    return pd.DataFrame(rows)
+
+
+def test_training_curves_plot_loss_and_accuracy():
+    fig = figures.training_curves(metrics([0.5, 0.8, 0.9]), chance=0.1)
+    names = [t.name for t in fig.data]
+    assert names == ["train loss", "test loss", "test accuracy", "chance (10%)"]
+    accuracy = fig.data[2]
+    assert list(accuracy.x) == [0, 1, 2, 3]
+    assert list(accuracy.y) == [0.1, 0.5, 0.8, 0.9]
+    assert len(fig.data[0].x) == 6  # train loss: every logged step, not only epoch ends
+    assert fig.layout.uirevision == "training"
+
+
+def test_training_curves_overlay_several_runs():
+    fig = figures.training_curves({"#1": metrics([0.5]), "#2": metrics([0.7, 0.8])})
+    accuracy = [t for t in fig.data if t.name.endswith("test accuracy")]
+    assert [t.name for t in accuracy] == ["#1: test accuracy", "#2: test accuracy"]
+    assert accuracy[0].line.color != accuracy[1].line.color
+
+
+# ---- accuracy vs compression ----------------------------------------------------------------------------
+def sweep_rows():
+    rows = [{"method": "dense", "sparsity": 0.0, "seed": s, "final_test_accuracy": a, "collapsed": False}
+            for s, a in ((0, 0.96), (1, 0.98))]
+    for seed, offset in ((0, 0.0), (1, 0.02)):
+        for sparsity, acc in ((0.9, 0.95), (0.99, 0.9), (0.999, 0.6)):
+            rows.append({"method": "synflow", "sparsity": sparsity, "seed": seed, "final_test_accuracy": acc + offset,
+                         "collapsed": False})
+        for sparsity, acc, collapsed in ((0.9, 0.94, False), (0.99, 0.5, False), (0.999, 0.1, True)):
+            rows.append({"method": "magnitude", "sparsity": sparsity, "seed": seed,
+                         "final_test_accuracy": acc + offset, "collapsed": collapsed})
+    return pd.DataFrame(rows)
+
+
+def test_tradeoff_summary_means_and_stds_over_seeds():
+    summary = figures.tradeoff_summary(sweep_rows())
+    row = summary[(summary["method"] == "synflow") & (summary["sparsity"] == 0.99)].iloc[0]
+    assert row["mean"] == pytest.approx(0.91)
+    assert row["std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert row["seeds"] == 2
+    assert row["compression"] == pytest.approx(100)
+    assert summary.loc[summary["method"] == "magnitude", "collapsed"].tolist() == [False, False, True]
+
+
+def test_tradeoff_chart_log_axis_bands_baseline_and_collapse_marks():
+    fig = figures.tradeoff_chart(sweep_rows())
+    assert fig.layout.xaxis.type == "log"
+    lines = {t.name: t for t in fig.data if t.mode == "lines+markers"}
+    assert set(lines) == {"SynFlow", "Magnitude"}
+    assert list(lines["SynFlow"].x) == pytest.approx([10, 100, 1000])
+    assert list(lines["SynFlow"].y) == pytest.approx([0.96, 0.91, 0.61])
+    bands = [t for t in fig.data if t.fill == "tonexty"]
+    assert len(bands) == 2 and all(t.type == "scatter" for t in fig.data)  # SVG, not WebGL
+    baseline = next(t for t in fig.data if t.name.startswith("dense baseline"))
+    assert list(baseline.y) == pytest.approx([0.97, 0.97])
+    marks = next(t for t in fig.data if t.name.startswith("collapsed"))
+    assert marks.marker.symbol == "x"
+    assert list(marks.x) == pytest.approx([1000, 1000])
+    assert list(marks.y) == pytest.approx([0.1, 0.12])
+
+
+def test_tradeoff_chart_fills_in_live():
+    table = sweep_rows()
+    table.loc[table["method"] == "magnitude", "final_test_accuracy"] = None  # not finished yet
+    fig = figures.tradeoff_chart(table)
+    assert {t.name for t in fig.data if t.mode == "lines+markers"} == {"SynFlow"}
+    assert not any(t.name.startswith("collapsed") for t in fig.data)
+    # The axis is fixed by the planned grid, so it does not jump as cells finish.
+    assert list(fig.layout.xaxis.tickvals) == pytest.approx([10, 100, 1000])
+    empty = figures.tradeoff_chart(table.assign(final_test_accuracy=None))
+    assert len(empty.data) == 0 and empty.layout.xaxis.type == "log"
+
+
+def test_tradeoff_chart_single_seed_has_no_band():
+    table = sweep_rows()
+    fig = figures.tradeoff_chart(table[table["seed"] == 0])
+    assert not any(t.fill == "tonexty" for t in fig.data)
+
+
+# ---- layer collapse --------------------------------------------------------------------------------------
+def test_critical_compression_bars_sorted_with_limit():
+    df = pd.DataFrame({"method": ["snip", "synflow", "magnitude"], "log_compression": [3.07, 4.39, 2.56],
+                       "max_log_compression": [4.97] * 3})
+    fig = figures.critical_compression_bars(df)
+    assert list(fig.data[0].x) == ["SynFlow", "SNIP", "Magnitude"]
+    assert list(fig.data[0].y) == [4.39, 3.07, 2.56]
+    assert fig.data[0].text[0].startswith("10^4.4")
+    assert fig.layout.shapes[0].y0 == pytest.approx(4.97)
+
+
+def test_density_heatmap_methods_by_layers_with_collapse_marks():
+    rows = []
+    for level in (1.0, 3.0):
+        for method, kept in (("synflow", [20, 10, 5, 40]), ("magnitude", [30, 0, 0, 1])):
+            for layer, k in zip(["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"], kept):
+                rows.append({"method": method, "log_compression": level, "layer": layer,
+                             "density": k / 100 / level})
+    fig = figures.density_heatmap(pd.DataFrame(rows), 2.9)
+    heat = fig.data[0]
+    assert list(heat.y) == ["SynFlow", "Magnitude"]
+    assert list(heat.x) == ["conv1", "conv2", "conv3", "fc"]
+    assert heat.z[1][1] is None and heat.text[1][1] == "✕"
+    assert heat.z[0][0] == pytest.approx(math.log10(0.2 / 3))
+    assert "10^3.0" in fig.layout.title.text
+
+
+def test_conservation_chart_ratio_per_layer():
+    flow = pd.DataFrame({"name": ["fc1.weight", "fc2.weight"], "total_score": [5.0, 5.0], "synaptic_flow": [5.0, 5.0],
+                         "ratio": [1.0, 1.0]})
+    fig = figures.conservation_chart(flow)
+    assert list(fig.data[0].x) == ["fc1", "fc2"]
+    assert list(fig.data[0].y) == [1.0, 1.0]
+    assert fig.layout.shapes[0].y0 == 1.0
+    grouped = figures.conservation_chart({"init": flow, "pruned": flow.assign(ratio=[1.0, 0.9])})
+    assert [t.name for t in grouped.data] == ["init", "pruned"]
+
+
+def test_method_colors_are_stable_and_distinct():
+    names = ["synflow", "snip", "grasp", "magnitude", "random"]
+    colors = [figures.method_color(n) for n in names]
+    assert len(set(colors)) == len(colors)
+    assert figures.method_color("synflow") == figures.method_color("synflow")
+    assert figures.method_label("dense") == "Dense baseline"
