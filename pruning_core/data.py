@@ -697,7 +697,7 @@ _register(
     mean=(0.3054,), std=(0.3761,),
     # Flipping or shifting an 8x8 digit changes what digit it is.
     crop_padding=0, flip=False, needs_download=False, local_path=False,
-    train_defaults=_defaults(64, 15, "sgd", 0.05, "onecycle", 5e-4, 0.0),
+    train_defaults=_defaults(128, 15, "sgd", 0.2, "onecycle", 5e-4, 0.0),
     loader=_load_digits,
 )
 _register(

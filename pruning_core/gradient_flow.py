@@ -131,7 +131,7 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
     raises pc.Cancelled.
     """
     from .data import load_dataset
-    from .models import MODELS
+    from .models import MODELS, ModelSpec
     from .prune import Cancelled, prune
     from .training import TrainSettings, default_device, train
 
@@ -150,6 +150,8 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
         raise ValueError(f"model must be a name from pc.MODELS or a function building an nn.Module, got {model!r}")
 
     def build() -> nn.Module:
+        if isinstance(builder, ModelSpec):
+            return builder(data.input_shape, data.num_classes, seed=seed).to(target)
         torch.manual_seed(seed)
         return builder(data.input_shape, data.num_classes).to(target)
 

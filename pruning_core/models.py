@@ -24,9 +24,15 @@ class ModelSpec:
     description: str
     builder: Callable[..., nn.Module]
 
-    def __call__(self, input_shape: Sequence[int], num_classes: int, **options) -> nn.Module:
+    def __call__(self, input_shape: Sequence[int], num_classes: int, *, seed: int | None = None,
+                 **options) -> nn.Module:
+        """Build the model. With `seed`, the initial weights come from a private generator seeded with it, so
+        the same seed gives the same weights whatever other threads do with torch's global generator."""
         input_shape = _check_shape(input_shape, num_classes)
-        return self.builder(input_shape, num_classes, **options)
+        model = self.builder(input_shape, num_classes, **options)
+        if seed is not None:
+            kaiming_init(model, torch.Generator().manual_seed(int(seed)))
+        return model
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -41,11 +47,11 @@ def _check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[int, int
     return shape  # type: ignore[return-value]
 
 
-def kaiming_init(model: nn.Module) -> nn.Module:
+def kaiming_init(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """Kaiming-normal (fan-in, ReLU gain) weights, zero biases, BatchNorm at identity."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu", generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):

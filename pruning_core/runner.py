@@ -7,7 +7,6 @@ run in the store is reused instead of computed again.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,16 +39,12 @@ class RunOutcome:
     model: nn.Module | None = None
 
 
-# Seeding and initialising use torch's global random generator: the dashboard builds models in page threads
-# while the job manager's worker builds its own, so the two steps must not interleave.
-_BUILD_LOCK = threading.Lock()
-
-
 def build_model(config: RunConfig, dataset: Dataset) -> nn.Module:
-    """The initial network of a configuration: the same seed gives the same initial weights to every method."""
-    with _BUILD_LOCK:
-        torch.manual_seed(config.seed)
-        return MODELS[config.model](dataset.input_shape, dataset.num_classes)
+    """The initial network of a configuration: the same seed gives the same initial weights to every method.
+
+    The weights come from a generator of their own, not torch's global one, which the dashboard's page
+    threads and the job manager's worker would otherwise race on."""
+    return MODELS[config.model](dataset.input_shape, dataset.num_classes, seed=config.seed)
 
 
 def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,

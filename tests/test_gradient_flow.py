@@ -99,7 +99,7 @@ def test_holdout_is_kept_out_of_training(digits):
 
 
 def test_gradient_flow_records_a_finite_series_for_every_variant(digits):
-    table = pc.gradient_flow("mlp", digits, 0.9, "random", epochs=1, eval_every=11, holdout=128,
+    table = pc.gradient_flow("mlp", digits, 0.9, "random", epochs=1, eval_every=11, holdout=128, batch_size=64,
                              imp_options={"epochs": 1, "prune_fraction": 0.7})
     assert list(table["variant"].unique()) == list(VARIANTS)
     assert table["grad_norm"].map(math.isfinite).all() and (table["grad_norm"] > 0).all()

@@ -45,8 +45,8 @@ def test_imp_reaches_the_target_through_the_stated_rounds_and_masks_only_shrink(
             assert not (after[name] & ~before[name]).any(), f"{name} regrew a pruned weight"
     assert all(torch.equal(rounds[-1][n], result.masks[n]) for n in result.masks)
     assert int(result.layers["kept"].sum()) == round(0.1 * total)
-    # Cost: the dense training and two retrainings of one epoch each (22 steps of 64 on digits).
-    steps_per_epoch = len(digits.train_y) // 64
+    # Cost: the dense training and two retrainings of one epoch each (full batches of the default size).
+    steps_per_epoch = len(digits.train_y) // digits.spec.train_defaults["batch_size"]
     assert result.details["cost"]["steps"] == 3 * steps_per_epoch
     assert result.summary()["search_steps"] == 3 * steps_per_epoch
     assert [r["round"] for r in result.details["rounds"]] == [0, 1, 2]
@@ -150,7 +150,7 @@ def test_gemminer_mask_is_exactly_the_target_and_the_initial_weights_are_untouch
     assert len(rounds) == 4
     for before, later in zip(rounds, rounds[1:]):
         assert all(not (later[n] & ~before[n]).any() for n in later)
-    assert result.details["cost"]["steps"] == len(digits.train_y) // 64
+    assert result.details["cost"]["steps"] == len(digits.train_y) // digits.spec.train_defaults["batch_size"]
     magnitude = pc.prune(fresh(digits, "conv", width=4), "magnitude", 0.9, digits)
     agreement = sum(int((magnitude.masks[n] & result.masks[n]).sum()) for n in result.masks) / round(0.1 * total)
     assert agreement < 0.5, "the mined mask should not be magnitude pruning's"
@@ -160,7 +160,7 @@ def test_gemminer_learns_a_subnetwork_that_works_before_any_weight_training(digi
     """The point of mining: the masked random network itself classifies far above chance (the MLP has no
     BatchNorm, so evaluating it at initialisation is meaningful)."""
     mined = fresh(digits)
-    pc.prune(mined, "gemminer", 0.9, digits, options={"epochs": 5})
+    pc.prune(mined, "gemminer", 0.9, digits, options={"epochs": 5, "batch_size": 64})
     random = fresh(digits)
     pc.prune(random, "random", 0.9, digits)
     mined_accuracy = pc.evaluate(mined, digits)[1]
@@ -204,7 +204,7 @@ def test_runner_trains_imp_with_the_configurations_epochs(tmp_path):
     with pc.Store(tmp_path / "runs.db") as store:
         outcome = pc.execute(config, store, device="cpu")
         summary = store.get_run(outcome.run_id)["summary"]
-    steps_per_epoch = len(pc.load_dataset("digits").train_y) // 64
+    steps_per_epoch = len(pc.load_dataset("digits").train_y) // pc.DATASETS["digits"].train_defaults["batch_size"]
     assert summary["search_steps"] == 2 * steps_per_epoch     # epochs=1 per round, 2 rounds
     assert summary["kept"] == round(0.25 * summary["total"])
     assert 0.0 <= summary["final_test_accuracy"] <= 1.0
@@ -212,7 +212,7 @@ def test_runner_trains_imp_with_the_configurations_epochs(tmp_path):
 
 def test_method_cost_counts_search_and_training_steps():
     common = dict(model="mlp", dataset="digits", sparsity=0.75, epochs=1)
-    steps_per_epoch = len(pc.load_dataset("digits").train_y) // 64
+    steps_per_epoch = len(pc.load_dataset("digits").train_y) // pc.DATASETS["digits"].train_defaults["batch_size"]
     one_shot = pc.method_cost(method="magnitude", **common)
     mined = pc.method_cost(method="gemminer", **common)
     assert one_shot["search_steps"] == 0 and one_shot["train_steps"] == steps_per_epoch
