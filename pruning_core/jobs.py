@@ -63,6 +63,7 @@ class JobManager:
         sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]}, status="running")
         for cell in cells:
             self.submit(cell, "train", sweep_id=sweep_id)
+        self._settle_sweeps()  # every cell may have been reused: then the sweep is already done
         return sweep_id
 
     def _existing(self, key: str, kind: str) -> int | None:
@@ -149,18 +150,22 @@ class JobManager:
             finally:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()  # give the GPU back to the next job (and other programs)
-                self._finish_sweeps(run_id)
+                try:
+                    self._settle_sweeps()
+                except Exception:  # bookkeeping must never end the worker (a sweep deleted meanwhile, ...)
+                    log.exception("could not update sweep statuses")
                 with self._wake:
                     self._current = None
                     self._wake.notify_all()
 
-    def _finish_sweeps(self, run_id: int) -> None:
-        try:
-            sweep_id = self.store.get_run(run_id).get("sweep_id")
-        except ValueError:
-            return  # the run was deleted (or reused) meanwhile
-        if sweep_id is None:
-            return
-        sweep = self.store.get_sweep(sweep_id)
-        if sweep["status"] == "running" and not any(sweep["cells"][s] for s in ACTIVE_STATUSES):
-            self.store.set_sweep_status(sweep_id, "failed" if sweep["cells"]["failed"] else "done")
+    def _settle_sweeps(self) -> None:
+        """Mark running sweeps done (or failed) once none of their cells is queued or running. Cells are
+        found by key, so a cell reused from an earlier run, or shared with another sweep, counts too."""
+        for sweep_id in self.store.list_sweeps(status="running")["sweep_id"]:
+            sweep = self.store.get_sweep(int(sweep_id))
+            keys = sweep["config"].get("cells", [])
+            runs = self.store.latest_runs(keys, kind="train")
+            if runs["status"].isin(ACTIVE_STATUSES).any():
+                continue
+            complete = len(runs) == len(set(keys)) and (runs["status"] == "done").all()
+            self.store.set_sweep_status(int(sweep_id), "done" if complete else "failed")

@@ -146,3 +146,15 @@ def test_bad_config_is_rejected_at_submit(manager):
     with pytest.raises(ValueError, match="sparsity"):
         manager.submit(pc.RunConfig(sparsity=2.0, **FAST))
     assert manager.store.list_runs().empty
+
+
+def test_a_sweep_of_reused_cells_is_done_at_once(manager):
+    from pruning_core.sweep import sweep_cells
+
+    cells = sweep_cells("mlp", "digits", ["magnitude"], [0.5], [0], epochs=1)
+    first = manager.submit_sweep(cells, {"model": "mlp"})
+    assert manager.wait_idle(120)
+    again = manager.submit_sweep(cells, {"model": "mlp"})
+    assert manager.store.get_sweep(first)["status"] == "done"
+    assert manager.store.get_sweep(again)["status"] == "done"
+    assert len(manager.store.list_runs()) == len(cells)
