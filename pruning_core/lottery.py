@@ -35,9 +35,9 @@ Progress = Callable[[int, int], None] | None
 # Training settings a procedure may take from pc.prune's options (the run configuration's fields).
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
 IMP_OPTIONS = (*TRAINING_OPTIONS, "epochs_per_round", "rewind_step", "prune_fraction", "evaluate_rounds",
-               "record_masks")
+               "record_masks", "on_round")
 GEMMINER_OPTIONS = (*TRAINING_OPTIONS, "score_lr", "score_momentum", "regularization", "threshold", "ramp",
-                    "init", "record_masks")
+                    "init", "record_masks", "on_round")
 GEMMINER_INITS = ("model", "signed_constant")
 DEFAULT_SCORE_LR = 10.0   # the paper's 0.1 barely moves the scores in a digits-sized run (see `gemminer`)
 
@@ -98,6 +98,15 @@ def _working_copy(model: nn.Module) -> nn.Module:
     return work
 
 
+def _round_hook(options: Mapping[str, Any], method: str) -> Callable[[dict[str, Any]], None] | None:
+    """Option on_round: a function called with a copy of each round's record (the entries of
+    details["rounds"]) as soon as it is known, so that a caller can show the search while it runs."""
+    hook = options.get("on_round")
+    if hook is not None and not callable(hook):
+        raise ValueError(f"option on_round of {method} must be a function taking one round's record, got {hook!r}")
+    return hook
+
+
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
@@ -122,9 +131,7 @@ class _Trainer:
         settings, device = self.settings, self.device
         torch.manual_seed(self.seed)
         generator = torch.Generator(device=device).manual_seed(self.seed)
-        cuda = device.type == "cuda"
-        if cuda:
-            model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
         masked = masked_pairs(model)
         opt = make_optimizer(model, settings)
         scheduler = make_scheduler(opt, settings, max(self.total_steps, 1))
@@ -148,8 +155,7 @@ class _Trainer:
                     snapshot = _clone_state(model)
             if self.on_epoch is not None:
                 self.on_epoch()
-        if cuda:
-            model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)
         return computed, snapshot
 
 
@@ -178,7 +184,8 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
     many rounds as that needs). Costly: every round is a full training. The ticket is left in the model
     at its rewind point, ready to be trained (pc.train then runs a whole fresh schedule from there; the
     rounds' retraining continues the schedule from step k). Options: epochs (per round; default the dataset's),
-    rewind_step (k, in training steps, default 0), prune_fraction, and the training settings."""
+    rewind_step (k, in training steps, default 0), prune_fraction, the training settings, and on_round (a
+    function called with each round's record, as in details["rounds"], as soon as the round is trained)."""
     started = time.perf_counter()
     options = ctx.options
     _check_options(options, IMP_OPTIONS, "imp")
@@ -208,6 +215,7 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
     rewind_step = _number(options, "rewind_step", 0, 0, trainer.total_steps, integer=True)
     record = bool(options.get("record_masks", False))
     evaluate_rounds = bool(options.get("evaluate_rounds", True))
+    on_round = _round_hook(options, "imp")
 
     work = _working_copy(ctx.model)
     weights = {name: weight for name, _, weight in mk.prunable_weights(work) if name in ctx.weights}
@@ -218,7 +226,10 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
     scores: dict[str, torch.Tensor] = {}
     for index, round_density in enumerate(densities):
         accuracy = evaluate(work, data)[1] if evaluate_rounds else None
-        history.append({"round": index, "density": mk.density_of(masks), "trained_test_accuracy": accuracy})
+        history.append({"round": index, "density": mk.density_of(masks), "trained_test_accuracy": accuracy,
+                        "search_steps": steps, "search_s": time.perf_counter() - started})
+        if on_round is not None:
+            on_round(dict(history[-1]))
         scores = {name: (w.detach() * masks[name]).abs() for name, w in weights.items()}
         ranking = {name: -s for name, s in scores.items()} if invert else scores
         masks = _select(ranking, masks, round_density, scope)
@@ -278,7 +289,9 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
     score learning; default the dataset's) and batch_size (the other training settings are for the
     weights' training, not used here), score_lr, regularization, threshold, ramp, and init="model"
     (mine on the model's own random initial weights, left untouched) or "signed_constant" (the paper's
-    sign(w)·√(2/fan_in), written into the model at the end so training starts from it)."""
+    sign(w)·√(2/fan_in), written into the model at the end so training starts from it), and on_round (a
+    function called with each pruning event's record, as in details["rounds"]: the mean mining loss and batch
+    accuracy since the previous event, the density left, the fraction of kept scores above the threshold)."""
     started = time.perf_counter()
     options = ctx.options
     _check_options(options, GEMMINER_OPTIONS, "gemminer")
@@ -315,9 +328,13 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     event_steps = [math.ceil((j + 1) * ramp * total_steps / rounds) for j in range(rounds)]
     record = bool(options.get("record_masks", False))
+    on_round = _round_hook(options, "gemminer")
     round_masks: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, Any]] = []
     done = [0]
+    # Mean cross-entropy and batch accuracy of the mined subnetwork since the previous pruning event (summed on
+    # the device: read only at the events).
+    since = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device), "seen": 0, "steps": 0}
 
     def prune_event(step: int) -> None:
         nonlocal candidates
@@ -330,8 +347,15 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
         candidates = chosen
         if record:
             round_masks.append({n: m.clone() for n, m in candidates.items()})
+        steps_since = since["steps"]
         history.append({"round": done[0], "step": step, "density": events[done[0]],
-                        "active_fraction": _active_fraction(scores, candidates, threshold)})
+                        "active_fraction": _active_fraction(scores, candidates, threshold),
+                        "mining_loss": float(since["loss"]) / steps_since if steps_since else None,
+                        "mining_accuracy": float(since["correct"]) / since["seen"] if since["seen"] else None,
+                        "search_s": time.perf_counter() - started})
+        since.update(loss=torch.zeros((), device=device), correct=torch.zeros((), device=device), seen=0, steps=0)
+        if on_round is not None:
+            on_round(dict(history[-1]))
         done[0] += 1
 
     def report() -> None:
@@ -350,7 +374,13 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
             # Straight-through: the forward pass sees the hard mask, the backward pass d mask / d p = 1.
             masked = {n: fixed[n] * kept[n] * ((scores[n] > threshold).to(scores[n].dtype)
                                                 + scores[n] - scores[n].detach()) for n in names}
-            loss = F.cross_entropy(functional_call(work, masked, (inputs,)), targets)
+            logits = functional_call(work, masked, (inputs,))
+            loss = F.cross_entropy(logits, targets)
+            with torch.no_grad():
+                since["loss"] += loss.detach()
+                since["correct"] += (logits.argmax(1) == targets).sum()
+                since["seen"] += len(targets)
+                since["steps"] += 1
             if regularization:
                 loss = loss + regularization * sum((scores[n] * kept[n]).pow(2).sum() for n in names)
             opt.zero_grad(set_to_none=True)

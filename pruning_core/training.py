@@ -203,8 +203,10 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     cuda = device.type == "cuda"
+    # channels_last convolutions are faster on GPUs (tensor cores) and on CPUs (oneDNN): ~25% per step for the
+    # small CNN on digits on a 2-core CPU.
+    model.to(memory_format=torch.channels_last)
     if cuda:
-        model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     attached = mk.attached_masks(model)
     warnings = collapse_warnings(attached, data.num_classes)
@@ -260,6 +262,7 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
         yield event("eval", step, float(epoch + 1), train_loss=float(loss_sum / max(loss_count, 1)),
                     test_loss=test_loss, test_accuracy=test_accuracy,
                     images_per_s=loss_count * settings.batch_size / max(epoch_time, 1e-9))
+    model.to(memory_format=torch.contiguous_format)  # hand the model back in the layout it came in
     final = event("cancelled" if cancelled else "done", step, step / steps_per_epoch, test_loss=test_loss,
                   test_accuracy=test_accuracy, images_per_s=images_seen / train_time if train_time else None)
     run.result = TrainResult(settings=settings, history=pd.DataFrame(history), final_test_accuracy=test_accuracy,
@@ -268,6 +271,11 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
                              elapsed_s=time.perf_counter() - started, cancelled=cancelled,
                              device=device_name(device), warnings=warnings)
     yield final
+
+
+def channels_last(inputs: torch.Tensor) -> torch.Tensor:
+    """Images in channels_last memory order (other tensors unchanged)."""
+    return inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs
 
 
 def masked_pairs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -280,10 +288,9 @@ def masked_pairs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tenso
 def training_step(model: nn.Module, opt: torch.optim.Optimizer, scheduler, inputs: torch.Tensor,
                   targets: torch.Tensor, label_smoothing: float,
                   masked: tuple[list[torch.Tensor], list[torch.Tensor]]) -> torch.Tensor:
-    """One optimizer step (bf16 autocast and channels_last on CUDA); returns the detached loss."""
+    """One optimizer step (channels_last images; bf16 autocast on CUDA); returns the detached loss."""
     cuda = inputs.device.type == "cuda"
-    if cuda:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    inputs = channels_last(inputs)
     with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=cuda):
         loss = F.cross_entropy(model(inputs), targets, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
@@ -310,8 +317,7 @@ def evaluate(model: nn.Module, data: Dataset, cuda: bool | None = None, split: s
     count = 0
     try:
         for inputs, targets in data.to(device).batches(split, EVAL_BATCH, shuffle=False):
-            if cuda:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs = channels_last(inputs)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                 logits = model(inputs)
             loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
