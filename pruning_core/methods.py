@@ -283,9 +283,12 @@ def absolute_state(model: nn.Module, weight_names: Sequence[str] | None = None,
 
 def _flow_is_representable(flow: torch.Tensor, scores: dict[str, torch.Tensor]) -> bool:
     finfo = torch.finfo(flow.dtype)
-    # Far from both ends of the range, so that no path product overflowed or flushed to zero.
-    return bool(torch.isfinite(flow)) and finfo.tiny * 1e8 < float(flow) < finfo.max * 1e-8 and all(
-        bool(torch.isfinite(s).all()) for s in scores.values())
+    # Far from both ends of the range, so that no path product overflowed or flushed to zero. One host
+    # synchronisation per round: this runs in every SynFlow round.
+    ok = torch.isfinite(flow) & (flow > finfo.tiny * 1e8) & (flow < finfo.max * 1e-8)
+    for score in scores.values():
+        ok = ok & torch.isfinite(score).all()
+    return bool(ok)
 
 
 @method("synflow", label="SynFlow",
