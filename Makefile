@@ -16,6 +16,7 @@ test: $(VENV)/.testing
 bench: $(VENV)/.runtime
 	$(PY) benchmarks/bench_prune.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_lottery.py
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
