@@ -17,6 +17,9 @@ page = st.navigation([
     st.Page(common.PAGES["prune"], title="Prune & train", icon=":material/content_cut:", default=True),
     st.Page(common.PAGES["compare"], title="Compare methods", icon=":material/stacked_line_chart:"),
     st.Page(common.PAGES["collapse"], title="Layer collapse", icon=":material/layers_clear:"),
+    st.Page(common.PAGES["lottery"], title="Lottery tickets", icon=":material/confirmation_number:"),
+    st.Page(common.PAGES["gradient_flow"], title="Gradient flow", icon=":material/waves:"),
+    st.Page(common.PAGES["sanity"], title="Sanity checks", icon=":material/fact_check:"),
     st.Page(common.PAGES["runs"], title="Runs", icon=":material/history:"),
 ])
 with common.error_boundary():

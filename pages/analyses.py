@@ -1,5 +1,6 @@
 """Background analyses that are not runs: the Layer collapse page's study (critical compression of every
-method, per-layer densities across compression levels, SynFlow's conservation law).
+method, per-layer densities across compression levels, SynFlow's conservation law) and the Gradient flow
+page's measurement (pc.gradient_flow).
 
 The job manager only runs `RunConfig`s; these studies prune the same model many times and store nothing,
 so they run on a small pool of their own (one worker thread: studies queue behind each other), one per
@@ -153,3 +154,15 @@ def collapse_study(dataset: str, model: str, seed: int, methods: Sequence[str], 
     report("done")
     return {"critical": pd.DataFrame(critical), "densities": pd.DataFrame(densities),
             "flow": pd.concat(flows, ignore_index=True)}
+
+
+def gradient_flow_study(dataset: str, model: str, method: str, sparsity: float, epochs: int, seed: int,
+                        variants: Sequence[str], task: Task | None = None) -> pd.DataFrame:
+    """`pc.gradient_flow` for the Gradient flow page: the dataset must be on disk (nothing is downloaded
+    here); progress goes to the task, whose cancel stops the computation at its next measurement."""
+    from pruning_core.gradient_flow import gradient_flow
+
+    data = load_dataset(dataset, download=False)
+    return gradient_flow(model, data, sparsity, method, list(variants), epochs, seed=seed,
+                         progress=task.report if task is not None else None,
+                         should_stop=task.cancelled.is_set if task is not None else None)

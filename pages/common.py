@@ -47,6 +47,9 @@ PAGES = {
     "compare": "pages/compare_methods.py",
     "collapse": "pages/layer_collapse.py",
     "runs": "pages/runs.py",
+    "lottery": "pages/lottery_tickets.py",
+    "gradient_flow": "pages/gradient_flow.py",
+    "sanity": "pages/sanity_checks.py",
 }
 
 POLL_S = 1.0                 # how often a live panel re-reads the store
@@ -147,6 +150,20 @@ def device_defaults() -> dict[str, Any]:
     if on_gpu() and dataset_on_disk(GPU_DEFAULTS["dataset"]):
         return dict(GPU_DEFAULTS)
     return dict(CPU_DEFAULTS)
+
+
+def require_dataset(name: str, downloads: bool = True) -> None:
+    """Before work on a dataset is queued: nothing when it is here; when it is not, a downloadable one is
+    explained with `downloads` (the job manager fetches it first), else DatasetUnavailableError says what
+    is missing (the error boundary shows it)."""
+    try:
+        load_dataset(name, download=False)
+    except DatasetUnavailableError:
+        spec = DATASETS[name]
+        if not (downloads and spec.needs_download):
+            raise
+        st.info(f"**{spec.label} is not on this machine yet.** The runs download it first, which needs internet "
+                "access; offline, choose the built-in digits dataset.", icon=":material/cloud_download:")
 
 
 def runs_inline(config: RunConfig) -> bool:
@@ -317,21 +334,32 @@ def method_choices() -> list[str]:
 
 
 def field_input(name: str, key: str | None = None, default: Any = None, options: Sequence[Any] | None = None,
-                container: Any = None, **kwargs: Any) -> Any:
+                container: Any = None, label: str | None = None, help: str | None = None,
+                url_key: str | None = None, **kwargs: Any) -> Any:
     """A widget for a RunConfig field: label, help text and choices come from the field; the value from
-    `remember` (session, URL parameter of the field's name, or `default`)."""
+    `remember` (session, URL parameter of the field's name, or `default`). `label` replaces the field's
+    label, `help` is added after the field's help text, and `url_key` names the URL parameter (for two
+    widgets of one field on a page)."""
     key = key or name
     container = container or st
     field = config_field(name)
     base, optional = _base_type(field.type)
     meta = field.metadata
     remember(key, field.default if default is None and not optional else default,
-             lambda raw: parse_field(name, raw), url_key=name)
-    common = dict(label=field_label(name), key=key, help=help_text(name))
+             lambda raw: parse_field(name, raw), url_key=url_key or name)
+    common = dict(label=label or field_label(name), key=key,
+                  help=help_text(name) + (f" {help}" if help else ""))
     choices = list(options) if options is not None else field_choices(name)
     if choices is not None:
         if st.session_state.get(key) not in choices:
-            st.session_state[key] = choices[0]
+            # A value this page does not offer (e.g. ?method=dense where only pruning methods are listed): the
+            # page's default, with a note when the link asked for it.
+            wrong = st.session_state.get(key)
+            st.session_state[key] = default if default in choices else choices[0]
+            link = url_key or name
+            if wrong is not None and link in st.query_params and st.query_params.get(link) == str(wrong):
+                st.session_state.setdefault(_URL_NOTES, []).append(
+                    f"`{link}={wrong}` was ignored: this page does not offer {choice_label(name, wrong)}")
         value = container.selectbox(options=choices, format_func=lambda v: choice_label(name, v), **common, **kwargs)
     elif base is bool:
         value = container.toggle(**common, **kwargs)
@@ -344,6 +372,32 @@ def field_input(name: str, key: str | None = None, default: Any = None, options:
                                        value=None if optional else "min", **common, **kwargs)
     keep(key)
     return value
+
+
+def sparsity_slider(key: str, default: float, container: Any = None, url_key: str = "sparsity",
+                    max_log: float = 4.0, help: str | None = None) -> float:
+    """The sparsity as a slider of compression 10^x (as on Prune & train), its value in the URL as a sparsity
+    (?sparsity=0.9); returns the sparsity (10^1 -> exactly 0.9)."""
+    container = container or st
+    low = 0.1
+
+    def parse(raw: Any) -> float:
+        x = round(figures.log_compression(parse_field("sparsity", raw)), 1)
+        if not low <= x <= max_log:
+            raise ValueError(f"this page takes sparsities from {figures.percent(figures.sparsity_from_log(low))} to "
+                             f"{figures.percent(figures.sparsity_from_log(max_log))}")
+        return x
+
+    remember(key, round(figures.log_compression(default), 1), parse, url_key=url_key)
+    x = container.slider(f"{field_label('sparsity')}: compression 10^x", min_value=low, max_value=max_log, step=0.1,
+                         format="10^%.1f", key=key,
+                         help=help_text("sparsity") + " The slider moves in powers of ten: 10^1 keeps 1 in 10 weights, "
+                                                      "10^2 keeps 1 in 100." + (f" {help}" if help else ""))
+    keep(key)
+    sparsity = figures.sparsity_from_log(x)
+    container.caption(f"**{figures.percent(sparsity)} of the weights removed** · compression "
+                      f"{figures.compression_text(sparsity)} · density {figures.percent(1 - sparsity)}")
+    return sparsity
 
 
 # ---- sidebar -------------------------------------------------------------------------------------------
@@ -519,6 +573,41 @@ def job_status(record: Mapping[str, Any], key: str, metrics: pd.DataFrame | None
         st.warning(f"Run #{run_id} was cancelled before it finished.", icon=":material/cancel:")
 
 
+def runs_status(records: Mapping[str, Mapping[str, Any]], key: str) -> None:
+    """The state of several runs shown together (label -> record), compactly: a progress bar for each one
+    running, a line for each one queued, failed or cancelled (nothing for those done), and one button that
+    cancels every one still queued or running."""
+    shown = {label: r for label, r in records.items() if r["status"] != "done"}
+    if not shown:
+        return
+    active = [int(r["id"]) for r in shown.values() if r["status"] in ACTIVE_STATUSES]
+    lines, button = st.columns([5, 1], vertical_alignment="center")
+    with lines:
+        for label, record in shown.items():
+            run_id, status = record["id"], record["status"]
+            if status == "running":
+                progress = record["progress"]
+                total = float(progress["total"] or 0)
+                fraction = min(max(float(progress["done"]) / total, 0.0), 1.0) if total > 0 else 0.0
+                eta = eta_seconds(record, store().metrics(run_id))
+                st.progress(fraction, text=f"**{label}** (run #{run_id}): {progress['message'] or 'starting'} · "
+                                           f"{fraction:.0%}" + (f" · about {figures.duration_text(eta)} left"
+                                                                if eta is not None else ""))
+            elif status == "queued":
+                ahead = store().queue_position(run_id) or 0
+                st.markdown(f":material/hourglass_top: **{label}** (run #{run_id}): queued, "
+                            + ("next in line" if ahead == 0 else f"{ahead} job{'s' if ahead != 1 else ''} ahead"))
+            elif status == "failed":
+                st.error(f"**{label}** (run #{run_id}) failed: {record.get('error') or 'no message recorded'}",
+                         icon=":material/error:")
+            elif status == "cancelled":
+                st.warning(f"**{label}** (run #{run_id}) was cancelled before it finished.", icon=":material/cancel:")
+    if active:
+        button.button("Cancel", key=f"{key}-cancel-all", icon=":material/stop_circle:", width="stretch",
+                      on_click=lambda: [manager().cancel(r) for r in active],
+                      help="Cancel every one of these runs that is still queued or running (finished ones are kept).")
+
+
 def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any]], None] | None = None) -> None:
     """A fragment that shows a run's status (and `draw(record)`) and, while the run is queued or running,
     re-reads the store every POLL_S seconds; when the run ends the whole page reruns once to show the
@@ -541,13 +630,44 @@ def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any]], None] | N
     st.fragment(panel, run_every=POLL_S if active else None, key=f"{key}-live-{run_id}")()
 
 
+def live_runs(run_ids: Sequence[int], key: str, draw: Callable[[dict[int, dict[str, Any]]], None]) -> None:
+    """`live_panel` for several runs shown together (a method's sanity checks, IMP and GemMiner): a fragment
+    that calls draw({run id: record}) and, while any of them is queued or running, re-reads the store every
+    POLL_S seconds; when the last one ends the whole page reruns once. `draw` shows the runs' statuses
+    (`job_status`) where it wants them."""
+    ids = list(dict.fromkeys(int(r) for r in run_ids))
+    active = any(store().get_run(r)["status"] in ACTIVE_STATUSES for r in ids)
+
+    def panel() -> None:
+        records = None
+        with error_boundary():
+            records = {r: store().get_run(r) for r in ids}
+            draw(records)
+        if active and records is not None and not any(r["status"] in ACTIVE_STATUSES for r in records.values()):
+            st.rerun()
+
+    st.fragment(panel, run_every=POLL_S if active else None, key=f"{key}-live")()
+
+
+def task_status(task: Any, key: str, cancel: Callable[[], None], what: str = "Computing") -> None:
+    """A background analysis task's progress bar (pages/analyses.py), with its ETA and a cancel button."""
+    eta = task.eta_s()
+    bar, button = st.columns([5, 1], vertical_alignment="bottom")
+    waiting = task.started is None
+    bar.progress(task.fraction, text=("Waiting for another analysis to finish…" if waiting else
+                                      f"{what}: {task.message} · {task.fraction:.0%}")
+                 + (f" · about {figures.duration_text(eta)} left" if eta is not None else ""))
+    button.button("Cancel", key=f"{key}-cancel", on_click=cancel, icon=":material/stop_circle:", width="stretch",
+                  help="Stop this computation at its next progress point.")
+
+
 def training_curves(run_id: int, key: str, record: Mapping[str, Any] | None = None) -> None:
     """A run's loss and accuracy curves (live while it trains)."""
     record = record or store().get_run(run_id)
     metrics = store().metrics(run_id)
     dataset = record.get("dataset")
     classes = DATASETS[dataset].num_classes if dataset in DATASETS else 0
-    if metrics.empty:
+    if figures.split_metrics(metrics)[0].empty:
         st.caption("The curves appear after the first evaluation (before training starts).")
         return
     fig = figures.training_curves(metrics, chance=1 / classes if classes else None, uirevision=f"{key}-curves")

@@ -100,7 +100,11 @@ def _working_copy(model: nn.Module) -> nn.Module:
 
 def _round_hook(options: Mapping[str, Any], method: str) -> Callable[[dict[str, Any]], None] | None:
     """Option on_round: a function called with a copy of each round's record (the entries of
-    details["rounds"]) as soon as it is known, so that a caller can show the search while it runs."""
+    details["rounds"]) as soon as it is known, so that a caller can show the search while it runs. IMP's
+    records: round, density (of the network trained in that round), trained_test_accuracy, search_steps and
+    search_s so far; GemMiner's, one per pruning event: round, step, density (left after the event),
+    active_fraction (kept weights whose score is above the threshold), mining_loss and mining_accuracy (mean
+    cross-entropy and batch accuracy of the mined subnetwork since the previous event), search_s."""
     hook = options.get("on_round")
     if hook is not None and not callable(hook):
         raise ValueError(f"option on_round of {method} must be a function taking one round's record, got {hook!r}")
@@ -184,8 +188,8 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
     many rounds as that needs). Costly: every round is a full training. The ticket is left in the model
     at its rewind point, ready to be trained (pc.train then runs a whole fresh schedule from there; the
     rounds' retraining continues the schedule from step k). Options: epochs (per round; default the dataset's),
-    rewind_step (k, in training steps, default 0), prune_fraction, the training settings, and on_round (a
-    function called with each round's record, as in details["rounds"], as soon as the round is trained)."""
+    rewind_step (k, in training steps, default 0), prune_fraction, the training settings, and on_round
+    (called with each round's record as soon as it is known)."""
     started = time.perf_counter()
     options = ctx.options
     _check_options(options, IMP_OPTIONS, "imp")
@@ -289,9 +293,8 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
     score learning; default the dataset's) and batch_size (the other training settings are for the
     weights' training, not used here), score_lr, regularization, threshold, ramp, and init="model"
     (mine on the model's own random initial weights, left untouched) or "signed_constant" (the paper's
-    sign(w)·√(2/fan_in), written into the model at the end so training starts from it), and on_round (a
-    function called with each pruning event's record, as in details["rounds"]: the mean mining loss and batch
-    accuracy since the previous event, the density left, the fraction of kept scores above the threshold)."""
+    sign(w)·√(2/fan_in), written into the model at the end so training starts from it), and on_round
+    (called with each pruning event's record as soon as it is known)."""
     started = time.perf_counter()
     options = ctx.options
     _check_options(options, GEMMINER_OPTIONS, "gemminer")

@@ -21,11 +21,15 @@ from .data import Dataset, load_dataset
 from .methods import METHODS
 from .models import MODELS
 from .prune import Cancelled, PruneResult, prune
-from .store import InvalidTransitionError, Store
+from .store import METRIC_COLUMNS, InvalidTransitionError, Store
 from .training import TrainEvent, TrainResult, default_device, device_name, train
 
 ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
 TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
+# Metrics rows of a mask search's rounds carry phase=SEARCH_PHASE (training rows have no phase); these keys of a
+# round's record are stored as search_<key>, as they name metric columns.
+SEARCH_PHASE = "search"
+SEARCH_CLASHES = ("step", "phase", *METRIC_COLUMNS)
 
 
 @dataclass
@@ -48,13 +52,18 @@ def build_model(config: RunConfig, dataset: Dataset) -> nn.Module:
 
 
 def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
-                      progress: Callable[[int, int], None] | None = None) -> PruneResult:
-    """pc.prune with the configuration's method, schedule, sanity check and sparsity-aware init."""
+                      progress: Callable[[int, int], None] | None = None,
+                      on_round: Callable[[dict[str, Any]], None] | None = None) -> PruneResult:
+    """pc.prune with the configuration's method, schedule, sanity check and sparsity-aware init.
+    `on_round(record)` gets each round's record of a method that trains to find its mask (IMP, GemMiner)
+    as soon as it is known."""
     config = config.canonical()
     method = "random" if config.method == DENSE else config.method  # sparsity 0: every weight kept
     # Methods that train to find their masks (IMP, GemMiner) train with the run's settings (IMP: epochs per round).
     options = ({name: getattr(config, name) for name in TRAINING_FIELDS if getattr(config, name) is not None}
                if METHODS[method].run is not None else None)
+    if options is not None and on_round is not None:
+        options["on_round"] = on_round
     result = prune(model, method, config.sparsity, dataset, schedule=config.schedule, iterations=config.iterations,
                    scope=config.scope, seed=config.seed, shuffle=config.sanity == "shuffle",
                    reinit=config.sanity == "reinit", invert=config.sanity == "invert",
@@ -109,7 +118,14 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             rounds[0] = total
             report(f"pruning: round {done} of {total}", done, total)
 
-        result = prune_with_config(model, config, dataset, prune_progress)
+        def search_round(record: dict[str, Any]) -> None:
+            # A round of a mask search (IMP, GemMiner) as a metrics row tagged phase="search", so that pages
+            # can draw the search while it runs; its keys are renamed where they would clash with metric columns.
+            if store is not None:
+                row = {("search_" + k if k in SEARCH_CLASHES else k): v for k, v in record.items()}
+                store.add_metrics(run_id, [{"phase": SEARCH_PHASE, **row}])
+
+        result = prune_with_config(model, config, dataset, prune_progress, on_round=search_round)
         prune_s = time.perf_counter() - started
         summary: dict[str, Any] = {**result.summary(), "method": config.method}
         if store is not None:

@@ -145,3 +145,37 @@ def test_quick_demo_shows_density_bars_collapse_warning_and_live_training(server
         assert not page_errors, page_errors
     finally:
         page.close()
+
+
+def test_research_pages_render_and_measure_gradient_flow(server, browser):
+    """The three research pages open from the navigation without a traceback; on Gradient flow the main action,
+    on tiny settings, draws the gradient-norm chart and its explanation."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    try:
+        page.goto(server, timeout=60_000)
+        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        wait_until_idle(page)
+        for title, button in (("Lottery tickets", "Find both tickets"), ("Sanity checks", "Run the sanity checks"),
+                              ("Gradient flow", "Measure the gradient flow")):
+            page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+            page.get_by_role("heading", name=title).wait_for(timeout=60_000)
+            page.get_by_role("button", name=button).wait_for(timeout=60_000)
+            wait_until_idle(page)
+            assert_no_traceback(page)
+        # Tiny settings through the link, as a shared URL would carry them.
+        page.goto(f"{server}/gradient_flow?epochs=1&variants=dense&variants=sparse&variants=sparse_init",
+                  timeout=60_000)
+        page.get_by_role("button", name="Measure the gradient flow").click()
+        chart = page.locator("[data-testid='stPlotlyChart']", has_text="Gradient norm")
+        chart.wait_for(timeout=90_000)
+        page.get_by_text("At initialisation the sparse network's gradient is").wait_for(timeout=30_000)
+        assert "Sparse, sparsity-aware init" in chart.inner_text()
+        assert "epochs=1" in page.url and "variants=sparse_init" in page.url
+        assert_no_traceback(page)
+        page.screenshot(path=str(ARTIFACTS / "browser-gradient-flow.png"), full_page=True)
+        assert not page_errors, page_errors
+    finally:
+        page.close()

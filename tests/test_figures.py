@@ -263,3 +263,198 @@ def test_method_colors_are_stable_and_distinct():
     assert len(set(colors)) == len(colors)
     assert figures.method_color("synflow") == figures.method_color("synflow")
     assert figures.method_label("dense") == "Dense baseline"
+
+
+def test_every_registered_method_has_its_own_colour():
+    # IMP and GemMiner used to borrow SynFlow's and SNIP's colours (first palette entries).
+    colors = {name: figures.method_color(name) for name in figures.METHODS}
+    assert len(set(colors.values())) == len(colors), colors
+
+
+# ---- mask-search rounds among a run's metrics ----------------------------------------------------------
+def with_search_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    search = pd.DataFrame([{"step": i, "phase": "search", "round": i, "density": d, "trained_test_accuracy": a}
+                           for i, (d, a) in enumerate(((1.0, 0.9), (0.46, 0.93)))])
+    return pd.concat([search, rows], ignore_index=True).sort_values("step", kind="stable")
+
+
+def test_training_curves_leave_out_the_rows_of_a_mask_search():
+    fig = figures.training_curves(with_search_rows(metrics([0.5, 0.8])), chance=0.1)
+    accuracy = next(t for t in fig.data if t.name == "test accuracy")
+    assert list(accuracy.x) == [0, 1, 2] and list(accuracy.y) == [0.1, 0.5, 0.8]
+    chance = next(t for t in fig.data if t.name.startswith("chance"))
+    assert list(chance.x) == [0, 2]  # the search rows (no epoch) do not break the axis
+    training, search = figures.split_metrics(with_search_rows(metrics([0.5])))
+    assert search["round"].tolist() == [0, 1] and training["epoch"].notna().all()
+    assert figures.split_metrics(metrics([0.5]))[1].empty
+
+
+# ---- lottery tickets ---------------------------------------------------------------------------------------
+def imp_rounds(accuracies=(0.9, 0.93, None)):
+    densities = (1.0, 0.464, 0.215)
+    return pd.DataFrame([{"round": r, "density": d, "trained_test_accuracy": a}
+                         for r, (d, a) in enumerate(zip(densities, accuracies))])
+
+
+def test_imp_rounds_chart_draws_each_round_then_the_ticket():
+    planned = [1.0, 0.464, 0.215, 0.1]
+    fig = figures.imp_rounds_chart(imp_rounds((0.9, 0.93, 0.95)).iloc[::-1], planned,
+                                   ticket={"density": 0.100002, "accuracy": 0.96},
+                                   others={"gemminer": {"density": 0.1, "accuracy": 0.85}}, chance=0.1)
+    line = fig.data[0]
+    assert list(line.x) == pytest.approx([1.0, 1 / 0.464, 1 / 0.215, 1 / 0.100002])   # in round order
+    assert list(line.y) == [0.9, 0.93, 0.95, 0.96]
+    star = next(t for t in fig.data if t.marker.symbol == "star")
+    assert list(star.y) == [0.96]
+    diamond = next(t for t in fig.data if t.marker.symbol == "diamond")
+    assert diamond.name == "GemMiner (same sparsity)" and diamond.marker.color == figures.method_color("gemminer")
+    # One tick per planned round (the ticket's 9.9998x and the planned 10x share one), fixed from the start.
+    assert list(fig.layout.xaxis.tickvals) == [1.0, 2.16, 4.65, 10.0]
+    assert fig.layout.xaxis.ticktext[0] == "dense" and "90% removed" in fig.layout.xaxis.ticktext[-1]
+
+
+def test_imp_rounds_chart_fills_in_live():
+    planned = [1.0, 0.464, 0.215, 0.1]
+    empty = figures.imp_rounds_chart(imp_rounds().iloc[0:0], planned)
+    assert [t for t in empty.data if t.mode and "lines" in t.mode and t.name.startswith("IMP")] == []
+    assert len(empty.layout.xaxis.tickvals) == 4
+    partial = figures.imp_rounds_chart(imp_rounds((0.9, 0.93, None)), planned)
+    assert list(partial.data[0].y) == [0.9, 0.93]     # a round without its accuracy yet is not drawn
+    assert empty.layout.xaxis.range == partial.layout.xaxis.range
+
+
+def gemminer_rows():
+    return pd.DataFrame([
+        {"search_step": 0, "density": 0.8, "active_fraction": 0.5, "mining_loss": None, "mining_accuracy": None},
+        {"search_step": 4, "density": 0.4, "active_fraction": 0.9, "mining_loss": 2.1, "mining_accuracy": 0.3},
+        {"search_step": 8, "density": 0.1, "active_fraction": 1.0, "mining_loss": 1.8, "mining_accuracy": 0.5},
+    ])
+
+
+def test_gemminer_progress_chart_draws_accuracy_and_weights_left():
+    fig = figures.gemminer_progress_chart(gemminer_rows().iloc[::-1], target_density=0.1, total_steps=10, chance=0.1)
+    accuracy = next(t for t in fig.data if t.name == "batch accuracy while mining")
+    assert list(accuracy.x) == [4, 8] and list(accuracy.y) == [0.3, 0.5]   # the event before any step has none
+    assert list(accuracy.customdata) == [2.1, 1.8]
+    left = next(t for t in fig.data if t.name == "weights still in the running")
+    assert list(left.x) == [0, 4, 8] and list(left.y) == [0.8, 0.4, 0.1]
+    target = next(t for t in fig.data if t.name.startswith("target"))
+    assert list(target.y) == [0.1, 0.1] and list(target.x) == [0, 10]
+    assert fig.layout.yaxis2.type == "log" and 0.1 in fig.layout.yaxis2.tickvals
+    assert 10 ** fig.layout.yaxis2.range[0] < 0.1
+
+
+def cost_table():
+    return pd.DataFrame([
+        {"method": "imp", "test_accuracy": 0.958, "search_s": 5.0, "train_s": 1.2, "search_steps": 66,
+         "train_steps": 22},
+        {"method": "gemminer", "test_accuracy": 0.85, "search_s": 1.25, "train_s": 1.0, "search_steps": 22,
+         "train_steps": 22},
+        {"method": "synflow", "test_accuracy": None, "search_s": None, "train_s": None, "search_steps": None,
+         "train_steps": None},
+    ])
+
+
+def test_ticket_cost_chart_stacks_search_and_training():
+    fig = figures.ticket_cost_chart(cost_table())
+    accuracy = fig.data[0]
+    assert list(accuracy.x) == ["IMP (lottery ticket)", "GemMiner", "SynFlow"]
+    assert list(accuracy.y) == [0.958, 0.85, None] and list(accuracy.text) == ["95.8%", "85%", ""]
+    time_search, time_train, step_search, step_train = fig.data[1:]
+    assert list(time_search.y) == [5.0, 1.25, None] and list(time_train.y) == [1.2, 1.0, None]
+    assert list(time_train.text) == ["6.2 s", "2.2 s", ""]    # the total on top of each stack
+    assert list(step_train.text) == ["88", "44", ""]
+    assert fig.layout.barmode == "stack"
+    assert [t.showlegend for t in fig.data[1:]] == [True, True, False, False]
+
+
+def test_ticket_findings_give_the_speed_up_and_the_accuracy_gap():
+    sentences = figures.ticket_findings(cost_table())
+    assert sentences[0].startswith("**GemMiner found its mask 4.0× faster than IMP**: 1.2 s against 5.0 s, "
+                                   "22 training steps of score learning against 66")
+    assert "2.8× less wall time in all (2.2 s against 6.2 s)" in sentences[1]
+    assert sentences[2] == "Its ticket is 10.8 points less accurate: 85% against IMP's 95.8%."
+    level = cost_table().assign(test_accuracy=[0.958, 0.952, None])
+    assert figures.ticket_findings(level)[2].startswith("Its ticket reached IMP-level accuracy")
+    assert figures.ticket_findings(cost_table().iloc[[0, 2]]) == []   # GemMiner not finished: nothing to say
+
+
+# ---- gradient flow ---------------------------------------------------------------------------------------
+def flow_table():
+    rows = []
+    for variant, label, density, norms, accuracies in (
+            ("dense", "Dense", 1.0, [4.0, 3.0, 2.0], [0.1, 0.8]),
+            ("sparse", "Sparse, standard init", 0.1, [0.01, 0.02, 0.03], [0.1, 0.1]),
+            ("sparse_init", "Sparse, sparsity-aware init", 0.1, [5.0, 1.0, 0.5], [0.05, 0.66]),
+            ("lottery", "Lottery ticket (IMP)", 0.1, [0.6, 0.5, 0.4], [0.76, 0.94])):
+        for step, norm in zip((0, 5, 10), norms):
+            accuracy = accuracies[0] if step == 0 else accuracies[1] if step == 10 else None
+            rows.append({"variant": variant, "label": label, "step": step, "epoch": step / 10, "grad_norm": norm,
+                         "train_loss": 1.0, "test_accuracy": accuracy, "density": density})
+    return pd.DataFrame(rows).astype({"test_accuracy": float})
+
+
+def test_gradient_flow_summary_reads_init_and_final_values():
+    summary = figures.gradient_flow_summary(flow_table().iloc[::-1]).set_index("variant")
+    assert summary.loc["sparse", "init_grad_norm"] == 0.01
+    assert summary.loc["dense", "mean_grad_norm"] == pytest.approx(2.5)   # initialisation left out
+    assert summary.loc["sparse_init", "final_test_accuracy"] == 0.66
+    assert summary.loc["lottery", "init_test_accuracy"] == 0.76
+    assert summary.loc["lottery", "density"] == 0.1
+
+
+def test_gradient_flow_chart_one_colour_per_variant_on_a_log_axis():
+    fig = figures.gradient_flow_chart(flow_table())
+    lines = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in lines] == ["Dense", "Sparse, standard init (10% kept)",
+                                       "Sparse, sparsity-aware init (10% kept)", "Lottery ticket (IMP) (10% kept)"]
+    assert len({t.line.color for t in lines}) == 4
+    assert list(lines[1].y) == [0.01, 0.02, 0.03] and list(lines[1].x) == [0, 0.5, 1.0]
+    init = next(t for t in fig.data if t.name == "Sparse, standard init: at initialisation")
+    assert list(init.y) == [0.01]
+    accuracy = next(t for t in fig.data if t.name == "Dense: test accuracy")
+    assert list(accuracy.x) == [0, 1.0] and list(accuracy.y) == [0.1, 0.8]
+    assert fig.layout.yaxis.type == "log"
+
+
+def test_gradient_flow_findings_tell_the_story():
+    sentences = figures.gradient_flow_findings(figures.gradient_flow_summary(flow_table()), chance=0.1)
+    assert sentences[0].startswith("At initialisation the sparse network's gradient is **400× weaker than** the dense "
+                                   "network's (0.0100 vs 4.00)")
+    assert "gradient norm of 5.00, 500× stronger than with the standard initialisation, and trains to 66% test " \
+           "accuracy against 10%." in sentences[1]
+    assert sentences[2].startswith("The lottery ticket starts with a gradient norm of 0.600 (60× stronger than the "
+                                   "sparse network's) and reaches 94%.")
+    assert "already classifies 76%" in sentences[3]
+    alone = figures.gradient_flow_findings(figures.gradient_flow_summary(flow_table().query("variant == 'dense'")))
+    assert alone == []
+
+
+# ---- sanity checks -----------------------------------------------------------------------------------------
+def sanity_table(accuracies):
+    table = pd.DataFrame({"variant": ["invert", "none", "shuffle", "reinit"],
+                          "label": ["Scores inverted", "Method's mask", "Mask shuffled within each layer",
+                                    "Weights reinitialised"],
+                          "test_accuracy": accuracies})
+    table.attrs["method"] = "synflow"
+    return table
+
+
+def test_sanity_chart_colours_checks_by_whether_they_hurt():
+    fig = figures.sanity_chart(sanity_table([0.1, 0.969, 0.962, 0.99]), tolerance=0.01, chance=0.1)
+    bars = fig.data[0]
+    assert list(bars.x) == ["Method's mask", "Mask shuffled<br>within each<br>layer", "Weights<br>reinitialised",
+                            "Scores inverted"]   # the paper's order, whatever the table's
+    assert list(bars.y) == [0.969, 0.962, 0.99, 0.1]
+    assert list(bars.marker.color) == [figures.method_color("synflow"), "#2E7D32", "#2E7D32", figures.COLLAPSE_COLOR]
+    assert bars.text[3] == "10%<br>(-86.9 pts)" and bars.text[1] == "96.2%<br>(-0.7 pts)"
+    assert [t.name for t in fig.data[1:]] == ["method's own mask (96.9%)", "chance (10%)"]
+    assert [shape.y0 for shape in fig.layout.shapes] == [0.969, 0.1]
+
+
+def test_sanity_chart_keeps_a_place_for_pending_checks():
+    fig = figures.sanity_chart(sanity_table([None, 0.969, None, None]))
+    bars = fig.data[0]
+    assert list(bars.y) == [0.969, None, None, None]
+    assert list(bars.marker.color)[1:] == ["#BBBBBB"] * 3
+    assert list(fig.layout.xaxis.categoryarray) == list(bars.x)

@@ -1,0 +1,276 @@
+"""Lottery tickets: two ways to find a sparse network that trains well from its initial weights.
+
+IMP (Frankle & Carbin 2019) trains, removes the smallest weights, rewinds the rest and repeats: its rounds
+are drawn live, accuracy against sparsity. GemMiner (Sreenivasan et al. 2022) keeps the weights frozen and
+learns which ones to keep: its score learning is drawn live. Then both tickets are compared on accuracy and
+cost (wall time, training steps).
+
+Both are ordinary runs (RunConfig method "imp" / "gemminer") in the server's job queue; the rounds of their
+searches reach the page as the runs' metric rows tagged phase="search" (pruning_core.runner). Runs of the same
+configuration that finished before are reused, here or on any other page.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from pages import common as ui
+from pruning_core import figures
+from pruning_core.config import RunConfig
+from pruning_core.data import DATASETS
+from pruning_core.lottery import imp_round_densities
+from pruning_core.methods import METHODS
+
+SEARCHES = ("imp", "gemminer")   # the page's subject; other methods can be added to the comparison
+DEFAULTS = {"sparsity": 0.9, "rounds": 3, "epochs": 2, "gem_epochs": 2}
+PAPER_SPEEDUP = 19   # Sreenivasan et al. 2022: GemMiner reaches IMP-level accuracy up to 19x faster
+PAPER_PRUNE_FRACTION = 0.2   # the lottery-ticket papers' IMP removes 20% of the remaining weights per round
+
+
+def _methods(raw: list[str]) -> list[str]:
+    unknown = [m for m in raw if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}")
+    return list(raw)
+
+
+def controls() -> dict:
+    defaults = ui.device_defaults()
+    with st.container(border=True):
+        top = st.columns([1.1, 1.1, 0.6, 2.4], gap="medium", vertical_alignment="top")
+        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
+        model = ui.field_input("model", default=defaults["model"], container=top[1])
+        seed = ui.field_input("seed", default=0, container=top[2])
+        sparsity = ui.sparsity_slider("lt-compression", DEFAULTS["sparsity"], container=top[3], max_log=3.0,
+                                      help="Both searches stop at this sparsity.")
+        bottom = st.columns([0.9, 0.9, 0.9, 2.4], gap="medium", vertical_alignment="bottom")
+        rounds = ui.field_input("iterations", key="lt-rounds", default=DEFAULTS["rounds"], container=bottom[0],
+                                label="IMP rounds", url_key="rounds", placeholder=f"default: {DEFAULTS['rounds']}",
+                                help="For IMP: how many times it prunes. Round 0 trains the dense network; every "
+                                     "round trains again, so IMP costs one full training per round.")
+        epochs = ui.field_input("epochs", key="lt-epochs", default=DEFAULTS["epochs"], container=bottom[1],
+                                label="Epochs per IMP round",
+                                help="For IMP: the epochs of every round's training and of the final ticket's.")
+        gem_epochs = ui.field_input("epochs", key="lt-gem-epochs", default=DEFAULTS["gem_epochs"],
+                                    container=bottom[2], label="GemMiner epochs", url_key="gem_epochs",
+                                    help="For GemMiner: the epochs of score learning (weights frozen), and then of "
+                                         "training the ticket it found.")
+        others = [m for m in ui.method_choices() if m not in SEARCHES]
+        ui.remember("lt-compare", [], _methods, url_key="compare", many=True)
+        st.session_state["lt-compare"] = [m for m in st.session_state["lt-compare"] if m in others]
+        compare = bottom[3].multiselect(
+            "Also compare with", others, key="lt-compare", format_func=lambda m: ui.choice_label("method", m),
+            placeholder="one-shot methods (optional)",
+            help="Prune at initialisation with these methods to the same sparsity and train for the IMP epochs: "
+                 "their search costs almost nothing, but does their accuracy keep up with the tickets'?")
+        ui.keep("lt-compare")
+    return {"dataset": dataset, "model": model, "seed": int(seed), "sparsity": sparsity,
+            "rounds": int(rounds or DEFAULTS["rounds"]), "epochs": int(epochs), "gem_epochs": int(gem_epochs),
+            "compare": list(compare)}
+
+
+def run_configs(values: dict) -> dict[str, RunConfig]:
+    """The runs the page compares: IMP, GemMiner and the optional one-shot methods, same model, seed, sparsity."""
+    base = RunConfig(dataset=values["dataset"], model=values["model"], seed=values["seed"],
+                     sparsity=values["sparsity"], epochs=values["epochs"])
+    configs = {"imp": base.replace(method="imp", iterations=values["rounds"]),
+               "gemminer": base.replace(method="gemminer", epochs=values["gem_epochs"])}
+    configs.update({m: base.replace(method=m) for m in values["compare"]})
+    return {m: c.validate() for m, c in configs.items()}
+
+
+def find_runs(configs: dict[str, RunConfig]) -> dict[str, int]:
+    """The store's run of each configuration (done, else active, else the newest), by method."""
+    keys = {c.key(): m for m, c in configs.items()}
+    runs = ui.store().latest_runs(list(keys), kind="train")
+    return {keys[r.key]: int(r.run_id) for r in runs.itertuples()}
+
+
+def start(configs: dict[str, RunConfig]) -> None:
+    """on_click: queue every run that has no finished or active run yet (the job manager reuses the others)."""
+    started = st.session_state.setdefault("lt-started", set())
+    for config in configs.values():
+        run_id = ui.manager().submit(config, kind="train")
+        if ui.store().get_run(run_id)["status"] != "done":
+            started.add(run_id)
+
+
+def _search_rows(run_id: int) -> pd.DataFrame:
+    return figures.split_metrics(ui.store().metrics(run_id))[1]
+
+
+def _training_steps(run_id: int) -> float:
+    training = figures.split_metrics(ui.store().metrics(run_id))[0]
+    return float(training["step"].max()) if len(training) else math.nan
+
+
+def cost_table(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per method: accuracy of its trained mask and what finding and training it cost (finished runs
+    only; the others have NaN)."""
+    rows = []
+    for method, record in records.items():
+        summary = record.get("summary") or {}
+        done = record["status"] == "done"
+        rows.append({
+            "method": method,
+            "test_accuracy": summary.get("final_test_accuracy") if done else None,
+            # One-shot methods: finding the mask is scoring it (prune_s), with no training step.
+            "search_s": summary.get("search_s", summary.get("prune_s")) if done else None,
+            "train_s": summary.get("train_s") if done else None,
+            "search_steps": summary.get("search_steps", 0) if done else None,
+            "train_steps": _training_steps(record["id"]) if done else None,
+            "density": summary.get("density") if done else None,
+        })
+    table = pd.DataFrame(rows, columns=[*figures.TICKET_COST_COLUMNS, "density"])
+    for column in table.columns[1:]:
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
+    return table
+
+
+def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) -> None:
+    st.subheader("IMP: train, prune the smallest weights, rewind, repeat", anchor=False)
+    ui.job_status(record, "lt-imp")
+    rounds = _search_rows(record["id"])
+    planned = [1.0] + imp_round_densities(1 - values["sparsity"], values["rounds"], "exponential", None)
+    done = table.set_index("method")
+    ticket = None
+    if not pd.isna(done.loc["imp", "test_accuracy"]):
+        ticket = {"density": done.loc["imp", "density"], "accuracy": done.loc["imp", "test_accuracy"]}
+    others = {m: {"density": done.loc[m, "density"], "accuracy": done.loc[m, "test_accuracy"]}
+              for m in done.index if m != "imp" and not pd.isna(done.loc[m, "test_accuracy"])}
+    left, right = st.columns([2.3, 1], gap="medium")
+    with left:
+        st.plotly_chart(figures.imp_rounds_chart(rounds, planned, ticket, others, chance=chance,
+                                                 uirevision="lt-imp-rounds"),
+                        width="stretch", key="lt-imp-rounds", config={"displaylogo": False})
+    with right:
+        st.markdown(
+            f"Round 0 trains the dense network for {values['epochs']} epoch{'s' if values['epochs'] != 1 else ''}. "
+            "Each round then removes the smallest trained weights, **rewinds** the survivors to their initial "
+            "values and trains them again; the last mask, rewound, is the **ticket** (★), trained once more.")
+        if record["status"] in ("queued", "running"):
+            st.caption(f"{len(rounds)} of {len(planned)} networks trained (the last one is the ticket); the ticks on "
+                       "the axis mark the sparsities of the rounds still to come.")
+        elif len(rounds) == 0 and record["status"] == "done":
+            st.caption("This run was recorded without its rounds (it ran before they were stored): only the ticket "
+                       "is drawn.")
+        if ticket is not None and len(rounds):
+            dense = float(rounds.sort_values("round")["trained_test_accuracy"].iloc[0])
+            st.metric("Ticket accuracy", figures.percent(ticket["accuracy"]),
+                      delta=f"{100 * (ticket['accuracy'] - dense):+.1f} points vs dense",
+                      help=f"The ticket keeps {figures.percent(ticket['density'])} of the weights; the dense network "
+                           f"of round 0 reached {figures.percent(dense)} with the same training.")
+
+
+def gemminer_section(record: dict, values: dict, chance: float) -> None:
+    st.subheader("GemMiner: learn which weights to keep, weights frozen", anchor=False)
+    ui.job_status(record, "lt-gem")
+    rows = _search_rows(record["id"])
+    left, right = st.columns([2.3, 1], gap="medium")
+    with left:
+        st.plotly_chart(figures.gemminer_progress_chart(rows, 1 - values["sparsity"], chance=chance,
+                                                        uirevision="lt-gemminer"),
+                        width="stretch", key="lt-gemminer", config={"displaylogo": False})
+    with right:
+        st.markdown(
+            "Every weight gets a **score** between 0 and 1; the forward pass uses the weights whose score is above "
+            "0.5, and training moves the **scores only**: the weights keep their initial values. Pruning events "
+            "along the way drop the lowest-scored weights until the target sparsity is left; the mask found is "
+            "then trained from the same initial weights.")
+        if record["status"] == "done" and rows.empty:
+            st.caption("This run was recorded without its score-learning progress (it ran before that was "
+                       "stored).")
+        elif len(rows):
+            last = rows.sort_values("search_step").iloc[-1]
+            if not pd.isna(last.get("mining_accuracy")):
+                st.caption(f"Last event: the mined subnetwork classifies {figures.percent(last['mining_accuracy'])} "
+                           "of its training batches correctly without a single weight trained.")
+
+
+def comparison_section(table: pd.DataFrame, values: dict) -> None:
+    st.subheader("The tickets compared: accuracy and cost", anchor=False)
+    if table["test_accuracy"].isna().all():
+        st.caption("The comparison fills in as the runs finish.")
+        return
+    st.plotly_chart(figures.ticket_cost_chart(table, uirevision="lt-cost"), width="stretch", key="lt-cost",
+                    config={"displaylogo": False})
+    for sentence in figures.ticket_findings(table):
+        st.markdown(sentence)
+    paper_rounds = math.ceil(math.log(1 - values["sparsity"]) / math.log(1 - PAPER_PRUNE_FRACTION) - 1e-9)
+    st.caption(
+        f"Sreenivasan et al. (2022) report GemMiner reaching IMP-level accuracy up to {PAPER_SPEEDUP}× faster. IMP's "
+        f"cost grows with its rounds: here it ran {values['rounds']} round{'s' if values['rounds'] != 1 else ''} of "
+        f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''}; the lottery-ticket papers remove 20% of "
+        f"the remaining weights per round, which takes {paper_rounds} rounds (each a full training) to reach "
+        f"{figures.percent(values['sparsity'])} sparsity. Wall times are this machine's, with other jobs possibly "
+        "running beside them.")
+    with st.expander("The numbers", icon=":material/table:"):
+        shown = table.assign(method=table["method"].map(figures.method_label))
+        st.dataframe(shown, hide_index=True, width="stretch", column_config={
+            "method": "method", "test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),
+            "search_s": st.column_config.NumberColumn("finding the mask (s)", format="%.2f"),
+            "train_s": st.column_config.NumberColumn("training it (s)", format="%.2f"),
+            "search_steps": st.column_config.NumberColumn("search steps", format="%d"),
+            "train_steps": st.column_config.NumberColumn("training steps", format="%d"),
+            "density": st.column_config.NumberColumn("density (kept)", format="percent")})
+
+
+def results(run_ids: dict[str, int], values: dict) -> None:
+    """Every section, redrawn live from the store while the runs are queued or running."""
+    classes = DATASETS[values["dataset"]].num_classes
+    chance = 1 / classes if classes else None
+    order = list(run_ids)
+
+    def draw(records: dict[int, dict]) -> None:
+        by_method = {m: records[run_ids[m]] for m in order}
+        ui.runs_status({f"{figures.method_label(m)} at the same sparsity": r for m, r in by_method.items()
+                        if m not in SEARCHES}, "lt-others")
+        table = cost_table(by_method)
+        if "imp" in by_method:
+            imp_section(by_method["imp"], values, table, chance)
+        if "gemminer" in by_method:
+            gemminer_section(by_method["gemminer"], values, chance)
+        comparison_section(table, values)
+
+    ui.live_runs([run_ids[m] for m in order], "lt", draw)
+
+
+ui.page_header("Lottery tickets", "Two ways to find a sparse network that trains as well as the dense one from its "
+                                  "initial weights: IMP trains and prunes round after round, GemMiner learns the mask "
+                                  "with the weights frozen. Watch both searches, then compare their tickets and what "
+                                  "they cost.")
+with ui.error_boundary():
+    values = controls()
+    ui.url_notes()
+    ui.sync_url({"dataset": values["dataset"], "model": values["model"], "seed": values["seed"],
+                 "sparsity": values["sparsity"], "rounds": values["rounds"], "epochs": values["epochs"],
+                 "gem_epochs": values["gem_epochs"], "compare": values["compare"]})
+    ui.require_dataset(values["dataset"])
+    configs = run_configs(values)
+    found = find_runs(configs)
+    statuses = {m: ui.store().get_run(r)["status"] for m, r in found.items()}
+    missing = [m for m in configs if statuses.get(m) in (None, "failed", "cancelled")]
+    if missing:
+        trainings = (values["rounds"] + 1) * values["epochs"] + 2 * values["gem_epochs"] + \
+            len(values["compare"]) * values["epochs"]
+        st.button("Run what is missing" if found else "Find both tickets", type="primary", icon=":material/play_arrow:",
+                  key="lt-run", on_click=start, args=(configs,),
+                  help="Queue IMP and GemMiner (and the methods to compare with) in the server's background job "
+                       "queue. Runs that finished before with the same settings are reused; you can leave the page "
+                       "and come back.")
+        if not found:
+            st.caption(f"About {trainings} epochs of training in all on the {ui.device_label()}: IMP trains "
+                       f"{values['rounds'] + 1} times, GemMiner learns scores and trains once.")
+    if found:
+        if not missing and all(s == "done" for s in statuses.values()) and \
+                not set(found.values()) & st.session_state.get("lt-started", set()):
+            st.success("**Reused from the store:** these runs finished before with exactly these settings, so nothing "
+                       "was recomputed.", icon=":material/recycling:")
+        results(found, values)
+    with st.expander("How IMP and GemMiner work: scores and papers", icon=":material/menu_book:"):
+        for tab, name in zip(st.tabs([METHODS[m].label for m in SEARCHES]), SEARCHES):
+            with tab:
+                ui.explain_method(name)

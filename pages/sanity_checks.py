@@ -1,0 +1,179 @@
+"""Sanity checks (Frankle et al. 2021, "Pruning Neural Networks at Initialization: Why are We Missing the
+Mark?"): for a method and a sparsity, train the method's mask and three transformed versions of it (shuffled
+within each layer, weights reinitialised, scores inverted) and say in plain words what the comparison means.
+
+Each variant is one run configuration (RunConfig.sanity) in the server's job queue, so the checks queue with
+everyone's jobs, fill the chart in as they finish, and reuse any variant that ran before (the method's own
+mask is the same run as on Prune & train).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import common as ui
+from pruning_core import figures
+from pruning_core.config import RunConfig
+from pruning_core.data import DATASETS
+from pruning_core.sanity import (SANITY_DESCRIPTIONS, SANITY_LABELS, SANITY_VARIANTS, TOLERANCE,
+                                 explain_sanity)
+
+DEFAULTS = {"method": "synflow", "sparsity": 0.9, "epochs": 5}
+
+
+def controls() -> RunConfig:
+    defaults = ui.device_defaults()
+    with st.container(border=True):
+        top = st.columns([1.1, 1.1, 1.3, 0.6, 0.6], gap="medium", vertical_alignment="bottom")
+        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
+        model = ui.field_input("model", default=defaults["model"], container=top[1])
+        method = ui.field_input("method", key="sc-method", default=DEFAULTS["method"], options=ui.method_choices(),
+                                container=top[2], help="Its mask is checked against the three transformed versions.")
+        epochs = ui.field_input("epochs", key="sc-epochs", default=DEFAULTS["epochs"], container=top[3],
+                                help="Every variant trains this long: too short, and run-to-run noise hides the "
+                                     "differences.")
+        seed = ui.field_input("seed", default=0, container=top[4])
+        bottom = st.columns([1.6, 2], gap="medium", vertical_alignment="top")
+        sparsity = ui.sparsity_slider("sc-compression", DEFAULTS["sparsity"], container=bottom[0], max_log=3.0)
+        with bottom[1]:
+            ui.method_popover(method)
+    return RunConfig(dataset=dataset, model=model, method=method, sparsity=sparsity, epochs=int(epochs),
+                     seed=int(seed)).validate()
+
+
+def variant_configs(config: RunConfig) -> dict[str, RunConfig]:
+    return {variant: config.replace(sanity=variant) for variant in SANITY_VARIANTS}
+
+
+def find_runs(configs: dict[str, RunConfig]) -> dict[str, int]:
+    keys = {c.key(): v for v, c in configs.items()}
+    runs = ui.store().latest_runs(list(keys), kind="train")
+    return {keys[r.key]: int(r.run_id) for r in runs.itertuples()}
+
+
+def start(configs: dict[str, RunConfig]) -> None:
+    """on_click: queue every variant (a finished or active run of the same configuration is reused)."""
+    started = st.session_state.setdefault("sc-started", set())
+    for config in configs.values():
+        run_id = ui.manager().submit(config, kind="train")
+        if ui.store().get_run(run_id)["status"] != "done":
+            started.add(run_id)
+
+
+def sanity_table(config: RunConfig, records: dict[str, dict]) -> pd.DataFrame:
+    """The variants' results as `pc.sanity_checks` tabulates them (accuracy NaN until a run is done), in the
+    order of SANITY_VARIANTS, with the attributes `explain_sanity` reads."""
+    rows = []
+    for variant in SANITY_VARIANTS:
+        record = records.get(variant)
+        summary = (record or {}).get("summary") or {}
+        done = record is not None and record["status"] == "done"
+        rows.append({"variant": variant, "label": SANITY_LABELS[variant], "description": SANITY_DESCRIPTIONS[variant],
+                     "test_accuracy": summary.get("final_test_accuracy") if done else None,
+                     "best_test_accuracy": summary.get("best_test_accuracy") if done else None,
+                     "density": summary.get("density") if done else None,
+                     "run_id": record["id"] if record else None,
+                     "status": record["status"] if record else "not run"})
+    table = pd.DataFrame(rows)
+    for column in ("test_accuracy", "best_test_accuracy", "density"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
+    own = table.loc[table["variant"] == "none", "test_accuracy"].iloc[0]
+    table["change"] = table["test_accuracy"] - own
+    table.attrs.update({"method": config.method, "sparsity": config.sparsity, "model": config.model,
+                        "dataset": config.dataset, "epochs": config.epochs,
+                        "num_classes": DATASETS[config.dataset].num_classes})
+    return table
+
+
+def verdict(table: pd.DataFrame) -> tuple[str, str] | None:
+    """The headline (level, text) of finished checks: what shuffling says about the method."""
+    accuracy = dict(zip(table["variant"], table["test_accuracy"]))
+    own, shuffled = accuracy.get("none"), accuracy.get("shuffle")
+    if own is None or shuffled is None or pd.isna(own) or pd.isna(shuffled):
+        return None
+    chance = 1 / table.attrs["num_classes"]
+    label = figures.method_label(table.attrs["method"])
+    if own <= chance + TOLERANCE:
+        return "warning", (f"**{label}'s own mask does not train at this sparsity**: the checks cannot tell "
+                           "anything apart.")
+    if shuffled >= own - TOLERANCE:
+        return "warning", (f"**Shuffling did not hurt: {label} only chose how many weights to keep in each layer**, "
+                           "not which ones.")
+    return "success", f"**Shuffling hurt: {label} chose specific weights that matter**, beyond the layer densities."
+
+
+def results(config: RunConfig, run_ids: dict[str, int]) -> None:
+    classes = DATASETS[config.dataset].num_classes
+
+    def draw(records: dict[int, dict]) -> None:
+        by_variant = {v: records[r] for v, r in run_ids.items()}
+        ui.runs_status({SANITY_LABELS[v]: r for v, r in by_variant.items()}, "sc")
+        table = sanity_table(config, by_variant)
+        left, right = st.columns([1.5, 1], gap="medium")
+        with left:
+            st.plotly_chart(figures.sanity_chart(table, tolerance=TOLERANCE, chance=1 / classes), width="stretch",
+                            key="sc-chart", config={"displaylogo": False})
+        with right:
+            headline = verdict(table)
+            if headline is not None:
+                getattr(st, headline[0])(headline[1], icon=":material/lightbulb:")
+            if table["test_accuracy"].notna().all():
+                named = table.copy()
+                named.attrs = {**table.attrs, "method": figures.method_label(config.method)}
+                st.markdown(explain_sanity(named))
+            else:
+                done = int(table["test_accuracy"].notna().sum())
+                st.caption(f"{done} of {len(table)} variants trained; the explanation appears when all are done.")
+            for row in table.itertuples():
+                st.caption(f"**{row.label}**: {row.description}.")
+        curves = {SANITY_LABELS[v]: ui.store().metrics(r["id"]) for v, r in by_variant.items()}
+        curves = {k: m for k, m in curves.items() if not figures.split_metrics(m)[0].empty}
+        if curves:
+            with st.expander("Training curves of the four variants", icon=":material/show_chart:",
+                             expanded=any(r["status"] == "running" for r in by_variant.values())):
+                st.plotly_chart(figures.training_curves(curves, chance=1 / classes, uirevision="sc-curves"),
+                                width="stretch", key="sc-curves", config={"displaylogo": False})
+
+    ui.live_runs([run_ids[v] for v in SANITY_VARIANTS if v in run_ids], "sc", draw)
+
+
+ui.page_header("Sanity checks", "Does a pruning method choose the right weights, or only how many to keep per layer? "
+                                "Train its mask against the same mask shuffled, reinitialised and inverted "
+                                "(Frankle et al. 2021).")
+with ui.error_boundary():
+    config = controls()
+    ui.url_notes()
+    ui.sync_url({"dataset": config.dataset, "model": config.model, "method": config.method,
+                 "sparsity": config.sparsity, "epochs": config.epochs, "seed": config.seed})
+    ui.require_dataset(config.dataset)
+    configs = variant_configs(config)
+    found = find_runs(configs)
+    statuses = {v: ui.store().get_run(r)["status"] for v, r in found.items()}
+    missing = [v for v in configs if statuses.get(v) in (None, "failed", "cancelled")]
+    if missing:
+        st.button("Run the missing checks" if found else "Run the sanity checks", type="primary",
+                  icon=":material/play_arrow:", key="sc-run", on_click=start, args=(configs,),
+                  help="Queue the four runs (the method's mask and its three transformed versions) in the server's "
+                       "background job queue. Variants that ran before with the same settings are reused; you can "
+                       "leave the page and come back.")
+        if not found:
+            st.caption(f"Four trainings of {config.epochs} epoch{'s' if config.epochs != 1 else ''} each on the "
+                       f"{ui.device_label()}.")
+    if found:
+        if not missing and all(s == "done" for s in statuses.values()) and \
+                not set(found.values()) & st.session_state.get("sc-started", set()):
+            st.success("**Reused from the store:** all four variants ran before with exactly these settings, so "
+                       "nothing was recomputed.", icon=":material/recycling:")
+        results(config, found)
+    with st.expander("What the three checks mean", icon=":material/menu_book:"):
+        st.markdown(
+            "Frankle et al. (2021) checked pruning-at-initialisation methods (SNIP, GraSP, SynFlow, magnitude) by "
+            "breaking their masks on purpose. **Shuffling** each layer's mask keeps how many weights every layer "
+            "keeps but forgets which ones; **reinitialising** keeps the mask but redraws the kept weights; "
+            "**inverting** keeps the weights the method scored lowest. A method whose accuracy survives the "
+            "shuffle has only chosen the layer densities: any random mask with the same per-layer densities would "
+            "do as well. That is what they found for every method at initialisation, unlike for masks found "
+            "after training (magnitude pruning of a trained network, lottery tickets).")
+        st.caption("Paper: Frankle, Dziugaite, Roy & Carbin 2021, 'Pruning Neural Networks at Initialization: Why are "
+                   "We Missing the Mark?' (ICLR).")
