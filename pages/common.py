@@ -30,7 +30,7 @@ import streamlit as st
 import torch
 
 from pruning_core import figures, runner
-from pruning_core.config import DENSE, RunConfig, _base_type, config_field, field_choices, field_label, help_text
+from pruning_core.config import DENSE, RunConfig, config_field, field_choices, field_label, field_type, help_text
 from pruning_core.data import DATASETS, DatasetUnavailableError, data_root, load_dataset
 from pruning_core.jobs import JobManager
 from pruning_core.methods import METHODS
@@ -289,7 +289,7 @@ def sync_url(params: Mapping[str, Any]) -> None:
 
 def parse_field(name: str, raw: Any) -> Any:
     """A URL value for a RunConfig field, converted to the field's type and checked (ValueError if bad)."""
-    base, optional = _base_type(config_field(name).type)
+    base, optional = field_type(name)
     if raw in (None, "", "none", "None"):
         if optional:
             return None
@@ -343,7 +343,7 @@ def field_input(name: str, key: str | None = None, default: Any = None, options:
     key = key or name
     container = container or st
     field = config_field(name)
-    base, optional = _base_type(field.type)
+    base, optional = field_type(field.name)
     meta = field.metadata
     remember(key, field.default if default is None and not optional else default,
              lambda raw: parse_field(name, raw), url_key=url_key or name)

@@ -231,6 +231,11 @@ def config_field(name: str) -> dataclasses.Field:
     raise ValueError(f"RunConfig has no field {name!r}")
 
 
+def field_type(name: str) -> tuple[type, bool]:
+    """(int, True) for a field annotated 'int | None': its value type and whether it may be empty."""
+    return _base_type(config_field(name).type)
+
+
 def field_choices(name: str) -> list[str] | None:
     choices = config_field(name).metadata["choices"]
     if choices is None:
