@@ -5,6 +5,24 @@ The pruning-core tests run tiny models, for which torch's intra-op thread pool o
 for a core). One thread keeps the suite's run time predictable.
 """
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    """For the dashboard tests: a fresh run store (and so a fresh job manager) per test, and an empty dataset
+    folder, so only the embedded digits loads. The job manager is stopped afterwards."""
+    path = tmp_path / "runs.db"
+    monkeypatch.setenv("PRUNING_DB", str(path))
+    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path / "data"))
+    yield path
+    from pages import common as ui
+
+    manager = ui._manager(str(path.resolve()))
+    for run_id in list(manager.tracked()):
+        manager.cancel(run_id)
+    manager.wait_idle(30)
+    manager.shutdown()

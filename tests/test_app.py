@@ -25,20 +25,6 @@ TIMEOUT = 90
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    """A fresh run store (and so a fresh job manager) per test; no dataset folder, so only digits loads."""
-    path = tmp_path / "runs.db"
-    monkeypatch.setenv("PRUNING_DB", str(path))
-    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path / "data"))
-    yield path
-    manager = ui._manager(str(path.resolve()))
-    for run_id in list(manager.tracked()):
-        manager.cancel(run_id)
-    manager.wait_idle(30)
-    manager.shutdown()
-
-
 def open_page(page: str | None = None, **params) -> AppTest:
     """A new session opening a link: the landing page, or `page`, with these URL parameters."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)

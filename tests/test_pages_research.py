@@ -25,20 +25,6 @@ from test_app import APP, TIMEOUT, assert_clean, figures_of, texts, wait_idle
 TINY_LOTTERY = {"model": "mlp", "rounds": "2", "epochs": "1", "gem_epochs": "1"}
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    """A fresh run store (and so a fresh job manager) per test; no dataset folder, so only digits loads."""
-    path = tmp_path / "runs.db"
-    monkeypatch.setenv("PRUNING_DB", str(path))
-    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path / "data"))
-    yield path
-    manager = ui._manager(str(path.resolve()))
-    for run_id in list(manager.tracked()):
-        manager.cancel(run_id)
-    manager.wait_idle(30)
-    manager.shutdown()
-
-
 def open_page(page: str, **params) -> AppTest:
     """A new session opening a link to `page` with these URL parameters, as a new browser tab does (the page is
     the session's first run, so the link's dataset, model and seed are not overridden by the landing page's)."""
