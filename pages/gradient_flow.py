@@ -77,6 +77,7 @@ def show_results(df: pd.DataFrame, dataset: str) -> None:
         "label": "network", "density": st.column_config.NumberColumn("kept", format="percent"),
         "init_grad_norm": st.column_config.NumberColumn("gradient norm at init", format="%.3g"),
         "mean_grad_norm": st.column_config.NumberColumn("mean gradient norm in training", format="%.3g"),
+        "init_test_accuracy": st.column_config.NumberColumn("test accuracy at init", format="percent"),
         "final_test_accuracy": st.column_config.NumberColumn("final test accuracy", format="percent")})
     st.download_button("Download the measurements (CSV)", df.to_csv(index=False), file_name="gradient-flow.csv",
                        mime="text/csv", icon=":material/table:", on_click="ignore", key="gf-download",
