@@ -3,7 +3,8 @@ with Playwright (no browser download). A newcomer's first minute: open the page,
 see the density bars and the live training curves; then a preset whose network collapses shows the warning.
 Screenshots go to test-artifacts/ (gitignored).
 
-Skipped, with the reason, where Chromium or Playwright is missing; .ci/run installs Chromium so that CI runs it.
+Skipped, with the reason, where Chromium or Playwright is missing; .ci/run installs Chromium and sets
+PRUNING_REQUIRE_BROWSER=1, which turns that skip into a failure, so CI can never pass without running it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--no-first-run"]
 
 
+def unavailable(reason: str) -> None:
+    """Skip where the browser cannot run, unless this run requires it (CI): then fail."""
+    if os.environ.get("PRUNING_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"PRUNING_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def chromium_path() -> str | None:
     """$PRUNING_CHROMIUM, else Debian's chromium on the PATH or at /usr/bin/chromium."""
     for candidate in (os.environ.get("PRUNING_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
@@ -47,17 +55,17 @@ def free_port() -> int:
 def browser(tmp_path_factory):
     path = chromium_path()
     if path is None:
-        pytest.skip("Chromium is not installed (looked for $PRUNING_CHROMIUM, `chromium` on the PATH and "
+        unavailable("Chromium is not installed (looked for $PRUNING_CHROMIUM, `chromium` on the PATH and "
                     "/usr/bin/chromium): install Debian's chromium package, as .ci/run does, to run this test")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed: pip install -r requirements-test.txt")
+        unavailable("playwright is not installed: pip install -r requirements-test.txt")
     with sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, timeout=60_000)
         except Exception as error:  # noqa: BLE001 - any launch failure means: cannot run here
-            pytest.skip(f"Chromium at {path} could not be started by Playwright: {str(error).splitlines()[0]}")
+            unavailable(f"Chromium at {path} could not be started by Playwright: {str(error).splitlines()[0]}")
         yield browser
         browser.close()
 
