@@ -54,17 +54,6 @@ def method_names(methods: list[str]) -> str:
     return ", ".join(figures.method_label(m) for m in methods)
 
 
-def study_status(task: analyses.Task, key: tuple) -> None:
-    eta = task.eta_s()
-    bar, cancel = st.columns([5, 1], vertical_alignment="bottom")
-    waiting = task.started is None
-    bar.progress(task.fraction, text=("Waiting for another study to finish…" if waiting else
-                                      f"Studying: {task.message} · {task.fraction:.0%}")
-                 + (f" · about {figures.duration_text(eta)} left" if eta is not None else ""))
-    cancel.button("Cancel", key="cancel-study", on_click=pool().cancel, args=(key,), icon=":material/stop_circle:",
-                  width="stretch")
-
-
 def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
     critical, densities, flow = results["critical"], results["densities"], results["flow"]
     st.subheader("Critical compression", anchor=False)
@@ -166,7 +155,7 @@ with ui.error_boundary():
         def panel() -> None:
             with ui.error_boundary():
                 if not task.future.done():
-                    study_status(task, key)
+                    ui.task_status(task, "cancel-study", lambda: pool().cancel(key), what="Studying")
                     return
                 if task.future.cancelled():
                     st.warning("The study was cancelled.", icon=":material/cancel:")
