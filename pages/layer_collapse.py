@@ -54,6 +54,15 @@ def method_names(methods: list[str]) -> str:
     return ", ".join(figures.method_label(m) for m in methods)
 
 
+@st.cache_data(max_entries=32, show_spinner="Computing SynFlow's scores at initialization…")
+def conservation_at_init(dataset: str, model: str, seed: int) -> pd.DataFrame:
+    """Per-layer SynFlow totals of the initial network (cached: the expander's body runs on every rerun, and a
+    float64 pass over VGG-16 takes seconds on a CPU)."""
+    data = load_dataset(dataset, download=False)
+    return layer_synaptic_flow(runner.build_model(RunConfig(dataset=dataset, model=model, seed=seed), data),
+                               data.input_shape)
+
+
 def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
     critical, densities, flow = results["critical"], results["densities"], results["flow"]
     st.subheader("Critical compression", anchor=False)
@@ -172,9 +181,7 @@ with ui.error_boundary():
             show_results(task.future.result(), model)
     with st.expander("SynFlow's conservation at initialization (computed now, no pruning)",
                      icon=":material/functions:"):
-        data = load_dataset(dataset, download=False)
-        init = layer_synaptic_flow(runner.build_model(RunConfig(dataset=dataset, model=model, seed=seed), data),
-                                   data.input_shape)
+        init = conservation_at_init(dataset, model, seed)
         st.dataframe(init.assign(name=init["name"].str.removesuffix(".weight")), hide_index=True, width="stretch",
                      column_config={"name": "layer", "total_score": st.column_config.NumberColumn(
                          "sum of the layer's scores", format="%.4g"),
