@@ -112,78 +112,77 @@ def wait_until_idle(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
 
 
+@pytest.fixture
+def app_page(browser):
+    """A fresh browser tab and the JavaScript errors it reports; closed after the test."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1700})
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    yield page, page_errors
+    page.close()
+
+
 def assert_no_traceback(page) -> None:
     exceptions = page.locator("[data-testid='stException']")
     assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
-def test_quick_demo_shows_density_bars_collapse_warning_and_live_training(server, browser):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1700})
-    page_errors: list[str] = []
-    page.on("pageerror", lambda error: page_errors.append(str(error)))
-    try:
-        page.goto(server, timeout=60_000)
-        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
-        page.get_by_role("button", name=PRESETS["quick_demo"].label).wait_for(timeout=60_000)
-        wait_until_idle(page)
+def test_quick_demo_shows_density_bars_collapse_warning_and_live_training(server, app_page):
+    page, page_errors = app_page
+    page.goto(server, timeout=60_000)
+    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    page.get_by_role("button", name=PRESETS["quick_demo"].label).wait_for(timeout=60_000)
+    wait_until_idle(page)
 
-        started = time.time()
-        page.get_by_role("button", name=PRESETS["quick_demo"].label).click()
-        # The pruning result at once: the density chart with its numbers beside it.
-        page.get_by_text("Weights kept").first.wait_for(timeout=60_000)
-        density = page.get_by_test_id("stPlotlyChart").first
-        density.wait_for(timeout=60_000)
-        assert "conv2" in density.inner_text()
-        assert page.get_by_text("No layer collapsed").count() == 1
-        # Training runs in the background; its curves appear and fill in live, then the final numbers.
-        page.locator("[data-testid='stPlotlyChart']", has_text="Test accuracy").wait_for(timeout=90_000)
-        page.get_by_text("Final test accuracy").wait_for(timeout=150_000)
-        elapsed = time.time() - started
-        assert "run=" in page.url and "method=synflow" in page.url  # a shareable link to this setup
-        assert_no_traceback(page)
-        page.screenshot(path=str(ARTIFACTS / "browser-quick-demo.png"), full_page=True)
-        print(f"quick demo: density bars and finished training {elapsed:.0f} s after the click")
+    started = time.time()
+    page.get_by_role("button", name=PRESETS["quick_demo"].label).click()
+    # The pruning result at once: the density chart with its numbers beside it.
+    page.get_by_text("Weights kept").first.wait_for(timeout=60_000)
+    density = page.get_by_test_id("stPlotlyChart").first
+    density.wait_for(timeout=60_000)
+    assert "conv2" in density.inner_text()
+    assert page.get_by_text("No layer collapsed").count() == 1
+    # Training runs in the background; its curves appear and fill in live, then the final numbers.
+    page.locator("[data-testid='stPlotlyChart']", has_text="Test accuracy").wait_for(timeout=90_000)
+    page.get_by_text("Final test accuracy").wait_for(timeout=150_000)
+    elapsed = time.time() - started
+    assert "run=" in page.url and "method=synflow" in page.url  # a shareable link to this setup
+    assert_no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-quick-demo.png"), full_page=True)
+    print(f"quick demo: density bars and finished training {elapsed:.0f} s after the click")
 
-        # A configuration that collapses shows the warning next to the chart.
-        page.get_by_role("button", name=PRESETS["magnitude_collapse"].label).click()
-        page.get_by_text("Layer collapse:").first.wait_for(timeout=60_000)
-        assert_no_traceback(page)
-        page.screenshot(path=str(ARTIFACTS / "browser-magnitude-collapse.png"), full_page=True)
-        assert not page_errors, page_errors
-    finally:
-        page.close()
+    # A configuration that collapses shows the warning next to the chart.
+    page.get_by_role("button", name=PRESETS["magnitude_collapse"].label).click()
+    page.get_by_text("Layer collapse:").first.wait_for(timeout=60_000)
+    assert_no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-magnitude-collapse.png"), full_page=True)
+    assert not page_errors, page_errors
 
 
-def test_research_pages_render_and_measure_gradient_flow(server, browser):
+def test_research_pages_render_and_measure_gradient_flow(server, app_page):
     """The three research pages open from the navigation without a traceback; on Gradient flow the main action,
     on tiny settings, draws the gradient-norm chart and its explanation."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1700})
-    page_errors: list[str] = []
-    page.on("pageerror", lambda error: page_errors.append(str(error)))
-    try:
-        page.goto(server, timeout=60_000)
-        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    page, page_errors = app_page
+    page.goto(server, timeout=60_000)
+    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    wait_until_idle(page)
+    for title, button in (("Lottery tickets", "Find both tickets"), ("Sanity checks", "Run the sanity checks"),
+                          ("Gradient flow", "Measure the gradient flow")):
+        page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+        page.get_by_role("heading", name=title).wait_for(timeout=60_000)
+        page.get_by_role("button", name=button).wait_for(timeout=60_000)
         wait_until_idle(page)
-        for title, button in (("Lottery tickets", "Find both tickets"), ("Sanity checks", "Run the sanity checks"),
-                              ("Gradient flow", "Measure the gradient flow")):
-            page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
-            page.get_by_role("heading", name=title).wait_for(timeout=60_000)
-            page.get_by_role("button", name=button).wait_for(timeout=60_000)
-            wait_until_idle(page)
-            assert_no_traceback(page)
-        # Tiny settings through the link, as a shared URL would carry them.
-        page.goto(f"{server}/gradient_flow?epochs=1&variants=dense&variants=sparse&variants=sparse_init",
-                  timeout=60_000)
-        page.get_by_role("button", name="Measure the gradient flow").click()
-        chart = page.locator("[data-testid='stPlotlyChart']", has_text="Gradient norm")
-        chart.wait_for(timeout=90_000)
-        page.get_by_text("At initialisation the sparse network's gradient is").wait_for(timeout=30_000)
-        assert "Sparse, sparsity-aware init" in chart.inner_text()
-        assert "epochs=1" in page.url and "variants=sparse_init" in page.url
         assert_no_traceback(page)
-        page.screenshot(path=str(ARTIFACTS / "browser-gradient-flow.png"), full_page=True)
-        assert not page_errors, page_errors
-    finally:
-        page.close()
+    # Tiny settings through the link, as a shared URL would carry them.
+    page.goto(f"{server}/gradient_flow?epochs=1&variants=dense&variants=sparse&variants=sparse_init",
+              timeout=60_000)
+    page.get_by_role("button", name="Measure the gradient flow").click()
+    chart = page.locator("[data-testid='stPlotlyChart']", has_text="Gradient norm")
+    chart.wait_for(timeout=90_000)
+    page.get_by_text("At initialisation the sparse network's gradient is").wait_for(timeout=30_000)
+    assert "Sparse, sparsity-aware init" in chart.inner_text()
+    assert "epochs=1" in page.url and "variants=sparse_init" in page.url
+    assert_no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-gradient-flow.png"), full_page=True)
+    assert not page_errors, page_errors
