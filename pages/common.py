@@ -649,6 +649,25 @@ def live_runs(run_ids: Sequence[int], key: str, draw: Callable[[dict[int, dict[s
     st.fragment(panel, run_every=POLL_S if active else None, key=f"{key}-live")()
 
 
+def stored_runs(configs: Mapping[str, RunConfig]) -> tuple[dict[str, int], dict[str, str]]:
+    """Each labelled configuration's training run in the store (done, else active, else the newest) and its
+    status, by label; labels without a run are left out. One query for all of them."""
+    labels = {config.key(): label for label, config in configs.items()}
+    runs = store().latest_runs(list(labels), kind="train")
+    return ({labels[r.key]: int(r.run_id) for r in runs.itertuples()},
+            {labels[r.key]: r.status for r in runs.itertuples()})
+
+
+def submit_runs(configs: Mapping[str, RunConfig], started_key: str) -> None:
+    """on_click: queue every configuration (the job manager reuses finished or active runs of the same one) and
+    remember, under `started_key`, the ids this session started, so a page can tell reuse from a new run."""
+    started = st.session_state.setdefault(started_key, set())
+    for config in configs.values():
+        run_id = manager().submit(config, kind="train")
+        if store().get_run(run_id)["status"] != "done":
+            started.add(run_id)
+
+
 def task_status(task: Any, key: str, cancel: Callable[[], None], what: str = "Computing") -> None:
     """A background analysis task's progress bar (pages/analyses.py), with its ETA and a cancel button."""
     eta = task.eta_s()

@@ -82,22 +82,6 @@ def run_configs(values: dict) -> dict[str, RunConfig]:
     return {m: c.validate() for m, c in configs.items()}
 
 
-def find_runs(configs: dict[str, RunConfig]) -> dict[str, int]:
-    """The store's run of each configuration (done, else active, else the newest), by method."""
-    keys = {c.key(): m for m, c in configs.items()}
-    runs = ui.store().latest_runs(list(keys), kind="train")
-    return {keys[r.key]: int(r.run_id) for r in runs.itertuples()}
-
-
-def start(configs: dict[str, RunConfig]) -> None:
-    """on_click: queue every run that has no finished or active run yet (the job manager reuses the others)."""
-    started = st.session_state.setdefault("lt-started", set())
-    for config in configs.values():
-        run_id = ui.manager().submit(config, kind="train")
-        if ui.store().get_run(run_id)["status"] != "done":
-            started.add(run_id)
-
-
 def _search_rows(run_id: int) -> pd.DataFrame:
     return figures.split_metrics(ui.store().metrics(run_id))[1]
 
@@ -250,14 +234,13 @@ with ui.error_boundary():
                  "gem_epochs": values["gem_epochs"], "compare": values["compare"]})
     ui.require_dataset(values["dataset"])
     configs = run_configs(values)
-    found = find_runs(configs)
-    statuses = {m: ui.store().get_run(r)["status"] for m, r in found.items()}
+    found, statuses = ui.stored_runs(configs)
     missing = [m for m in configs if statuses.get(m) in (None, "failed", "cancelled")]
     if missing:
         trainings = (values["rounds"] + 1) * values["epochs"] + 2 * values["gem_epochs"] + \
             len(values["compare"]) * values["epochs"]
         st.button("Run what is missing" if found else "Find both tickets", type="primary", icon=":material/play_arrow:",
-                  key="lt-run", on_click=start, args=(configs,),
+                  key="lt-run", on_click=ui.submit_runs, args=(configs, "lt-started"),
                   help="Queue IMP and GemMiner (and the methods to compare with) in the server's background job "
                        "queue. Runs that finished before with the same settings are reused; you can leave the page "
                        "and come back.")

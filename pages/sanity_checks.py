@@ -46,21 +46,6 @@ def variant_configs(config: RunConfig) -> dict[str, RunConfig]:
     return {variant: config.replace(sanity=variant) for variant in SANITY_VARIANTS}
 
 
-def find_runs(configs: dict[str, RunConfig]) -> dict[str, int]:
-    keys = {c.key(): v for v, c in configs.items()}
-    runs = ui.store().latest_runs(list(keys), kind="train")
-    return {keys[r.key]: int(r.run_id) for r in runs.itertuples()}
-
-
-def start(configs: dict[str, RunConfig]) -> None:
-    """on_click: queue every variant (a finished or active run of the same configuration is reused)."""
-    started = st.session_state.setdefault("sc-started", set())
-    for config in configs.values():
-        run_id = ui.manager().submit(config, kind="train")
-        if ui.store().get_run(run_id)["status"] != "done":
-            started.add(run_id)
-
-
 def sanity_table(config: RunConfig, records: dict[str, dict]) -> pd.DataFrame:
     """The variants' results as `pc.sanity_checks` tabulates them (accuracy NaN until a run is done), in the
     order of SANITY_VARIANTS, with the attributes `explain_sanity` reads."""
@@ -148,12 +133,12 @@ with ui.error_boundary():
                  "sparsity": config.sparsity, "epochs": config.epochs, "seed": config.seed})
     ui.require_dataset(config.dataset)
     configs = variant_configs(config)
-    found = find_runs(configs)
-    statuses = {v: ui.store().get_run(r)["status"] for v, r in found.items()}
+    found, statuses = ui.stored_runs(configs)
     missing = [v for v in configs if statuses.get(v) in (None, "failed", "cancelled")]
     if missing:
         st.button("Run the missing checks" if found else "Run the sanity checks", type="primary",
-                  icon=":material/play_arrow:", key="sc-run", on_click=start, args=(configs,),
+                  icon=":material/play_arrow:", key="sc-run", on_click=ui.submit_runs,
+                  args=(configs, "sc-started"),
                   help="Queue the four runs (the method's mask and its three transformed versions) in the server's "
                        "background job queue. Variants that ran before with the same settings are reused; you can "
                        "leave the page and come back.")
