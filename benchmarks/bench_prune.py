@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pruning_core as pc  # noqa: E402
-from pruning_core.training import device_name  # noqa: E402
+from pruning_core.engine.training import device_name  # noqa: E402
 
 BATCH = 256
 

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pruning_core as pc  # noqa: E402
-from pruning_core.presets import PRESETS  # noqa: E402
-from pruning_core.training import device_name  # noqa: E402
+from pruning_core.engine.training import device_name  # noqa: E402
+from pruning_core.studies.presets import PRESETS  # noqa: E402
 
 
 def throughput(model_name: str, sparsity: float, dataset, device: torch.device, batch_size: int) -> float:

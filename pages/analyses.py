@@ -21,12 +21,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pruning_core import runner
-from pruning_core.analysis import critical_compression, layer_synaptic_flow
 from pruning_core.config import RunConfig
-from pruning_core.data import load_dataset
-from pruning_core.figures import sparsity_from_log
-from pruning_core.prune import Cancelled
+from pruning_core.engine.data import load_dataset
+from pruning_core.engine.prune import Cancelled
+from pruning_core.infra import runner
+from pruning_core.presentation.figures import sparsity_from_log
+from pruning_core.studies.analysis import critical_compression, layer_synaptic_flow
 
 LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)   # log10 compression levels of the heat map
 
@@ -160,7 +160,7 @@ def gradient_flow_study(dataset: str, model: str, method: str, sparsity: float, 
                         variants: Sequence[str], task: Task | None = None) -> pd.DataFrame:
     """`pc.gradient_flow` for the Gradient flow page: the dataset must be on disk (nothing is downloaded
     here); progress goes to the task, whose cancel stops the computation at its next measurement."""
-    from pruning_core.gradient_flow import gradient_flow
+    from pruning_core.studies.gradient_flow import gradient_flow
 
     data = load_dataset(dataset, download=False)
     return gradient_flow(model, data, sparsity, method, list(variants), epochs, seed=seed,

@@ -29,15 +29,16 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from pruning_core import figures, runner
 from pruning_core.config import DENSE, RunConfig, config_field, field_choices, field_label, field_type, help_text
-from pruning_core.data import DATASETS, DatasetUnavailableError, data_root, load_dataset
-from pruning_core.jobs import JobManager
-from pruning_core.methods import METHODS
-from pruning_core.models import MODELS
+from pruning_core.engine.data import DATASETS, DatasetUnavailableError, data_root, load_dataset
+from pruning_core.engine.methods import METHODS
+from pruning_core.engine.models import MODELS
+from pruning_core.engine.training import default_device, device_name
+from pruning_core.infra import runner
+from pruning_core.infra.jobs import JobManager
+from pruning_core.infra.store import ACTIVE_STATUSES, DEFAULT_PATH, ENV_VAR, Store, UnknownRunError
+from pruning_core.presentation import figures
 from pruning_core.registry import UnknownNameError
-from pruning_core.store import ACTIVE_STATUSES, DEFAULT_PATH, ENV_VAR, Store, UnknownRunError
-from pruning_core.training import default_device, device_name
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from pages import common as ui
-from pruning_core import figures
 from pruning_core.config import DENSE
-from pruning_core.data import DATASETS
-from pruning_core.methods import METHODS
-from pruning_core.presets import PRESETS
-from pruning_core.store import ACTIVE_STATUSES, UnknownRunError
-from pruning_core.sweep import sweep_cells
+from pruning_core.engine.data import DATASETS
+from pruning_core.engine.methods import METHODS
+from pruning_core.infra.store import ACTIVE_STATUSES, UnknownRunError
+from pruning_core.presentation import figures
+from pruning_core.studies.presets import PRESETS
+from pruning_core.studies.sweep import sweep_cells
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
 MAX_SEEDS = 5

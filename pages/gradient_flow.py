@@ -14,10 +14,10 @@ import streamlit as st
 
 from pages import analyses
 from pages import common as ui
-from pruning_core import figures
-from pruning_core.data import DATASETS
-from pruning_core.gradient_flow import VARIANT_LABELS, VARIANTS
-from pruning_core.methods import METHODS
+from pruning_core.engine.data import DATASETS
+from pruning_core.engine.methods import METHODS
+from pruning_core.presentation import figures
+from pruning_core.studies.gradient_flow import VARIANT_LABELS, VARIANTS
 
 DEFAULTS = {"method": "random", "sparsity": 0.9, "epochs": 3}
 IMP_ROUNDS = METHODS["imp"].default_iterations   # pc.gradient_flow's lottery ticket: IMP with its default rounds

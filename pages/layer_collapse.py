@@ -13,11 +13,12 @@ import streamlit as st
 
 from pages import analyses
 from pages import common as ui
-from pruning_core import figures, runner
-from pruning_core.analysis import layer_synaptic_flow
 from pruning_core.config import RunConfig
-from pruning_core.data import load_dataset
-from pruning_core.methods import METHODS
+from pruning_core.engine.data import load_dataset
+from pruning_core.engine.methods import METHODS
+from pruning_core.infra import runner
+from pruning_core.presentation import figures
+from pruning_core.studies.analysis import layer_synaptic_flow
 
 DEFAULT_METHODS = ["synflow", "snip", "grasp", "magnitude", "random"]
 

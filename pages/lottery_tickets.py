@@ -6,7 +6,7 @@ learns which ones to keep: its score learning is drawn live. Then both tickets a
 cost (wall time, training steps).
 
 Both are ordinary runs (RunConfig method "imp" / "gemminer") in the server's job queue; the rounds of their
-searches reach the page as the runs' metric rows tagged phase="search" (pruning_core.runner). Runs of the same
+searches reach the page as the runs' metric rows tagged phase="search" (pruning_core.infra.runner). Runs of the same
 configuration that finished before are reused, here or on any other page.
 """
 
@@ -18,11 +18,11 @@ import pandas as pd
 import streamlit as st
 
 from pages import common as ui
-from pruning_core import figures
 from pruning_core.config import RunConfig
-from pruning_core.data import DATASETS
-from pruning_core.lottery import imp_round_densities
-from pruning_core.methods import METHODS
+from pruning_core.engine.data import DATASETS
+from pruning_core.engine.methods import METHODS
+from pruning_core.presentation import figures
+from pruning_core.studies.lottery import imp_round_densities
 
 SEARCHES = ("imp", "gemminer")   # the page's subject; other methods can be added to the comparison
 DEFAULTS = {"sparsity": 0.9, "rounds": 3, "epochs": 2, "gem_epochs": 2}

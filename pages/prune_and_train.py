@@ -13,12 +13,12 @@ import time
 import streamlit as st
 
 from pages import common as ui
-from pruning_core import figures
 from pruning_core.config import DENSE, RunConfig, field_label, help_text
-from pruning_core.data import DATASETS, DatasetUnavailableError
-from pruning_core.methods import METHODS
-from pruning_core.presets import PRESETS
-from pruning_core.store import UnknownRunError
+from pruning_core.engine.data import DATASETS, DatasetUnavailableError
+from pruning_core.engine.methods import METHODS
+from pruning_core.infra.store import UnknownRunError
+from pruning_core.presentation import figures
+from pruning_core.studies.presets import PRESETS
 
 PRESET_NAMES = ("quick_demo", "magnitude_collapse", "synflow_vs_snip")
 PRESET_ICONS = {"quick_demo": ":material/bolt:", "magnitude_collapse": ":material/layers_clear:",

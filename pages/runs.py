@@ -11,9 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import common as ui
-from pruning_core import figures
 from pruning_core.config import DENSE, RunConfig
-from pruning_core.store import STATUSES
+from pruning_core.infra.store import STATUSES
+from pruning_core.presentation import figures
 
 PAGE_SIZE = 500
 

@@ -13,11 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from pages import common as ui
-from pruning_core import figures
 from pruning_core.config import RunConfig
-from pruning_core.data import DATASETS
-from pruning_core.sanity import (SANITY_DESCRIPTIONS, SANITY_LABELS, SANITY_VARIANTS, TOLERANCE,
-                                 explain_sanity)
+from pruning_core.engine.data import DATASETS
+from pruning_core.presentation import figures
+from pruning_core.studies.sanity import SANITY_DESCRIPTIONS, SANITY_LABELS, SANITY_VARIANTS, TOLERANCE, explain_sanity
 
 DEFAULTS = {"method": "synflow", "sparsity": 0.9, "epochs": 5}
 

@@ -9,22 +9,22 @@ The engine knows nothing of the dashboard; the dashboard, the command line (`pyt
 and notebooks all use the names exported here.
 """
 
-from .analysis import (CriticalCompression, critical_compression, effective_masks, layer_synaptic_flow,
-                       layer_table)
-from .config import DENSE, RunConfig, help_text
-from .data import DATASETS, Dataset, DatasetSpec, DatasetUnavailableError, load_dataset
-from .gradient_flow import gradient_flow, gradient_norm, sparse_init
-from .lottery import method_cost
-from .masks import attach_masks, attached_masks, detach_masks, enforce_masks, prunable_weights
-from .methods import METHODS, MethodSpec, ScoringContext
-from .models import MODELS, ModelSpec
-from .prune import Cancelled, PruneResult, prune
-from .registry import UnknownNameError
-from .runner import build_model, execute
-from .sanity import explain_sanity, sanity_checks
-from .store import Store
-from .sweep import SweepRun, sweep
-from .training import TrainEvent, TrainingRun, TrainResult, evaluate, train
+from pruning_core.config import DENSE, RunConfig, help_text
+from pruning_core.engine.data import DATASETS, Dataset, DatasetSpec, DatasetUnavailableError, load_dataset
+from pruning_core.engine.layers import effective_masks, layer_table
+from pruning_core.engine.masks import attach_masks, attached_masks, detach_masks, enforce_masks, prunable_weights
+from pruning_core.engine.methods import METHODS, MethodSpec, ScoringContext
+from pruning_core.engine.models import MODELS, ModelSpec
+from pruning_core.engine.prune import Cancelled, PruneResult, prune
+from pruning_core.engine.training import TrainEvent, TrainingRun, TrainResult, evaluate, train
+from pruning_core.infra.runner import build_model, execute
+from pruning_core.infra.store import Store
+from pruning_core.registry import UnknownNameError
+from pruning_core.studies.analysis import CriticalCompression, critical_compression, layer_synaptic_flow
+from pruning_core.studies.gradient_flow import gradient_flow, gradient_norm, sparse_init
+from pruning_core.studies.lottery import method_cost
+from pruning_core.studies.sanity import explain_sanity, sanity_checks
+from pruning_core.studies.sweep import SweepRun, sweep
 
 __all__ = [
     "train", "TrainingRun", "TrainEvent", "TrainResult", "evaluate", "sweep", "SweepRun", "DATASETS", "Dataset",

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from pruning_core.infra.cli import main
 
 sys.exit(main())

@@ -20,25 +20,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pruning_core.engine.data import DATASETS
+from pruning_core.engine.methods import METHODS
+from pruning_core.engine.models import MODELS
+from pruning_core.engine.vocabulary import DENSE, LR_SCHEDULES, OPTIMIZERS, SANITY_CHECKS, SCHEDULES, SCOPES
+from pruning_core.registry import Registry
+
 # Bump when a change to the code makes old results with the same fields different,
 # so that cached results are recomputed instead of reused.
 CONFIG_VERSION = 1
 
-SCHEDULES = ("exponential", "linear")
-SCOPES = ("global", "layerwise")
-SANITY_CHECKS = ("none", "shuffle", "reinit", "invert")
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("onecycle", "cosine", "constant")
 
-
-DENSE = "dense"  # the method name of an unpruned baseline run (sparsity 0)
-
-
-def _registry_names(registry_attr: str, extra: Sequence[str] = ()) -> Callable[[], Sequence[str]]:
+def _registry_names(registry: Registry, extra: Sequence[str] = ()) -> Callable[[], Sequence[str]]:
+    """The registry's names at the time of asking, so that a method registered later is a valid choice."""
     def names() -> Sequence[str]:
-        import pruning_core
-
-        return list(getattr(pruning_core, registry_attr)) + list(extra)
+        return list(registry) + list(extra)
 
     return names
 
@@ -58,12 +54,12 @@ class RunConfig:
     """Everything that determines the result of one prune-then-train run."""
 
     dataset: str = option("digits", "Dataset to prune and train on. 'digits' (8x8 handwritten digits) ships "
-                          "with the app: no download, seconds on a CPU.", choices=_registry_names("DATASETS"),
+                          "with the app: no download, seconds on a CPU.", choices=_registry_names(DATASETS),
                           label="Dataset")
     model: str = option("conv", "Network architecture, built fresh with Kaiming initialisation.",
-                        choices=_registry_names("MODELS"), label="Model")
+                        choices=_registry_names(MODELS), label="Model")
     method: str = option("synflow", "How each weight is scored before the lowest-scoring ones are removed "
-                         "('dense' = no pruning, the baseline).", choices=_registry_names("METHODS", (DENSE,)),
+                         "('dense' = no pruning, the baseline).", choices=_registry_names(METHODS, (DENSE,)),
                          label="Pruning method")
     sparsity: float = option(0.9, "Fraction of prunable weights removed (0.99 = 99% removed = compression 10^2). "
                              "0 trains the dense network.", minimum=0.0, below=1.0, label="Sparsity")

@@ -1,4 +1,4 @@
-"""Tests of pruning_core.analysis: layer tables (FLOPs, effective density), SynFlow's conservation law
+"""Tests of pruning_core.studies.analysis: layer tables (FLOPs, effective density), SynFlow's conservation law
 and the critical-compression search."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core.analysis import LAYER_COLUMNS, output_positions
+from pruning_core.engine.layers import LAYER_COLUMNS, output_positions
 
 
 def ones_net() -> nn.Module:
@@ -47,7 +47,7 @@ def test_conservation_law_holds_on_a_bias_free_mlp_before_and_after_pruning(widt
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(widths[:-1], widths[1:]):
         layers += [nn.Linear(a, b, bias=False), nn.ReLU()]
-    model = pc.models.kaiming_init(nn.Sequential(*layers[:-1]))
+    model = pc.engine.models.kaiming_init(nn.Sequential(*layers[:-1]))
     before = snapshot(model)
     table = pc.layer_synaptic_flow(model, (1, 4, 4))
     assert len(table) == len(widths) - 1

@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 from pages import analyses
 from pages import common as ui
-from pruning_core import runner
 from pruning_core.config import RunConfig
-from pruning_core.store import Store
+from pruning_core.infra import runner
+from pruning_core.infra.store import Store
 
 TIMEOUT = 90
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning_core.presets import PRESETS
+from pruning_core.studies.presets import PRESETS
 
 pytestmark = pytest.mark.browser
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import pruning_core as pc
-from pruning_core.cli import main
-from pruning_core.store import Store
+from pruning_core.infra.cli import main
+from pruning_core.infra.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of pruning_core.data: the dataset registry, the loaders and the on-device batching.
+"""Tests of pruning_core.engine.data: the dataset registry, the loaders and the on-device batching.
 
 The torchvision datasets are tested on tiny files written here in each dataset's real on-disk
 format, read by torchvision's own parsing code. The network is blocked for every test, so a
@@ -18,15 +18,8 @@ import scipy.io
 import torch
 from PIL import Image
 
-from pruning_core import data
-from pruning_core.data import (
-    DATASETS,
-    Dataset,
-    DatasetUnavailableError,
-    clear_cache,
-    data_root,
-    load_dataset,
-)
+from pruning_core.engine import data
+from pruning_core.engine.data import (DATASETS, Dataset, DatasetUnavailableError, clear_cache, data_root, load_dataset)
 from pruning_core.registry import UnknownNameError
 
 TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pruning_core as pc
-from pruning_core.cli import build_parser
+from pruning_core.infra.cli import build_parser
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

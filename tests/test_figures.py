@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from pruning_core import figures
-from pruning_core.analysis import LAYER_COLUMNS
+from pruning_core.engine.layers import LAYER_COLUMNS
+from pruning_core.presentation import figures
 
 
 def layer_table(kept, total=(288, 18432, 73728, 1280), effective=None):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core.gradient_flow import VARIANTS, split_holdout
+from pruning_core.studies.gradient_flow import VARIANTS, split_holdout
 
 
 @pytest.fixture(scope="module")

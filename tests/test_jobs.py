@@ -8,8 +8,8 @@ import time
 import pytest
 
 import pruning_core as pc
-from pruning_core.jobs import JobManager
-from pruning_core.store import Store
+from pruning_core.infra.jobs import JobManager
+from pruning_core.infra.store import Store
 
 FAST = dict(dataset="digits", model="mlp", epochs=1)
 
@@ -61,7 +61,7 @@ def test_runs_execute_one_at_a_time_in_submission_order(manager):
 
 
 def test_queue_positions_count_the_jobs_ahead(tmp_path, monkeypatch):
-    import pruning_core.jobs as jobs_module
+    import pruning_core.infra.jobs as jobs_module
 
     gate = threading.Event()
     real_execute = jobs_module.execute
@@ -131,7 +131,7 @@ def test_a_failing_run_is_recorded_and_the_worker_goes_on(manager, tmp_path):
 
 
 def test_sweep_cells_run_and_the_sweep_finishes(manager):
-    from pruning_core.sweep import sweep_cells
+    from pruning_core.studies.sweep import sweep_cells
 
     cells = sweep_cells("mlp", "digits", ["magnitude"], [0.5, 0.9], [0], epochs=1)
     sweep_id = manager.submit_sweep(cells, {"model": "mlp"})
@@ -149,7 +149,7 @@ def test_bad_config_is_rejected_at_submit(manager):
 
 
 def test_a_sweep_of_reused_cells_is_done_at_once(manager):
-    from pruning_core.sweep import sweep_cells
+    from pruning_core.studies.sweep import sweep_cells
 
     cells = sweep_cells("mlp", "digits", ["magnitude"], [0.5], [0], epochs=1)
     first = manager.submit_sweep(cells, {"model": "mlp"})

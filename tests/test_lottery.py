@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import pruning_core as pc
-from pruning_core import masks as mk
-from pruning_core.lottery import imp_round_densities, signed_constant
+from pruning_core.engine import masks as mk
+from pruning_core.studies.lottery import imp_round_densities, signed_constant
 
 
 @pytest.fixture(scope="module")

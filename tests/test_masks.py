@@ -1,14 +1,13 @@
-"""Tests of pruning_core.masks: prunable tensors, schedules, counts, exact top-k, attaching masks."""
+"""Tests of pruning_core.engine.masks: prunable tensors, schedules, counts, exact top-k, attaching masks."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core import masks as mk
+from pruning_core.engine import masks as mk
 
 
 def tiny_mlp(seed: int = 0) -> nn.Module:
@@ -245,7 +244,7 @@ def test_shuffle_within_layers_keeps_counts_and_moves_weights():
 
 
 def test_both_selection_strategies_choose_the_same_weights():
-    from pruning_core.masks import select_top_k
+    from pruning_core.engine.masks import select_top_k
 
     generator = torch.Generator().manual_seed(7)
     scores = {"a": torch.randint(0, 5, (6, 7), generator=generator).float(),

@@ -1,4 +1,4 @@
-"""Tests of pruning_core.methods: every score against a value computed by hand (or by torch.autograd
+"""Tests of pruning_core.engine.methods: every score against a value computed by hand (or by torch.autograd
 on an explicit formula that does not use the package), on a tiny bias-free network.
 
 The network is pc.MODELS["mlp"]((1, 1, 3), 2, width=4, depth=1, bias=False):
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pruning_core as pc
-from pruning_core.methods import ScoringContext
+from pruning_core.engine.methods import ScoringContext
 
 W1 = [[0.5, -1.0, 0.25],
       [1.5, 0.5, -0.5],

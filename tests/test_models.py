@@ -1,4 +1,4 @@
-"""Tests of pruning_core.models: the model registry and its builders."""
+"""Tests of pruning_core.engine.models: the model registry and its builders."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core.models import kaiming_init
+from pruning_core.engine.models import kaiming_init
 
 
 @pytest.mark.parametrize("name", list(pc.MODELS))

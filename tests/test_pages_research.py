@@ -12,15 +12,16 @@ import time
 
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
+from test_app import APP, TIMEOUT, assert_clean, figures_of, texts, wait_idle
 
 import pruning_core as pc
 from pages import analyses
 from pages import common as ui
-from pruning_core import figures, runner
 from pruning_core.config import RunConfig
-from pruning_core.store import Store
-from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, assert_clean, figures_of, texts, wait_idle
+from pruning_core.infra import runner
+from pruning_core.infra.store import Store
+from pruning_core.presentation import figures
 
 TINY_LOTTERY = {"model": "mlp", "rounds": "2", "epochs": "1", "gem_epochs": "1"}
 

@@ -3,13 +3,12 @@ collapse; SynFlow's precision; iterative methods; sanity checks; bad input; canc
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core import masks as mk
+from pruning_core.engine import masks as mk
 
 SHAPE = (1, 4, 4)
 CLASSES = 3
@@ -122,7 +121,7 @@ def test_layerwise_iterative_pruning_keeps_the_exact_total_when_rounding_asks_a_
     # Layers of 4, 12 and 12 weights at 90% sparsity in 5 exponential rounds: the first layer is empty
     # after round 4, yet the last round's rounding gives it 0.4 -> 1 weight; the weight must go elsewhere.
     torch.manual_seed(0)
-    model = pc.models.kaiming_init(nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False), nn.ReLU(),
+    model = pc.engine.models.kaiming_init(nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False), nn.ReLU(),
                                                  nn.Linear(2, 6, bias=False), nn.ReLU(), nn.Linear(6, 2, bias=False)))
     result = pc.prune(model, "magnitude", 0.9, input_shape=(1, 1, 2), iterations=5, scope="layerwise")
     assert kept(result.masks) == round(0.1 * 28) == 3
@@ -232,7 +231,7 @@ def scaled_deep_net(scale: float, depth: int = 40) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     for _ in range(depth):
         layers += [nn.Linear(16, 16, bias=False), nn.ReLU()]
-    model = pc.models.kaiming_init(nn.Sequential(*layers, nn.Linear(16, 10, bias=False)))
+    model = pc.engine.models.kaiming_init(nn.Sequential(*layers, nn.Linear(16, 10, bias=False)))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(scale)
@@ -242,9 +241,9 @@ def scaled_deep_net(scale: float, depth: int = 40) -> nn.Module:
 @pytest.mark.parametrize("scale", [4.0, 0.01])  # R ~ 18^40 = 1e50 and 0.045^40 = 1e-54
 def test_synflow_switches_to_float64_when_float32_would_overflow_or_underflow(scale):
     model = scaled_deep_net(scale)
-    state32 = pc.methods.absolute_state(model, None, torch.float32)
-    _, flow32 = pc.methods.synaptic_flow_scores(model, None, (1, 4, 4), state32)
-    _, flow64 = pc.methods.synaptic_flow_scores(model, None, (1, 4, 4))
+    state32 = pc.engine.methods.absolute_state(model, None, torch.float32)
+    _, flow32 = pc.engine.methods.synaptic_flow_scores(model, None, (1, 4, 4), state32)
+    _, flow64 = pc.engine.methods.synaptic_flow_scores(model, None, (1, 4, 4))
     # float32 cannot hold R (inf above ~3.4e38, 0 below ~1e-45); float64 can.
     assert not (1e-38 < float(flow32) < 3e38)
     assert 1e-300 < float(flow64) < 1e300

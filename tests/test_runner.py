@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pruning_core as pc
-from pruning_core.runner import build_model, execute, masks_for_run
-from pruning_core.store import Store
+from pruning_core.infra.runner import build_model, execute, masks_for_run
+from pruning_core.infra.store import Store
 
 FAST = dict(dataset="digits", model="mlp", epochs=1)
 
@@ -44,7 +44,7 @@ def test_same_configuration_is_reused_not_recomputed(store, monkeypatch):
     def no_pruning(*args, **kwargs):
         raise AssertionError("a finished configuration was computed again")
 
-    monkeypatch.setattr("pruning_core.runner.prune", no_pruning)
+    monkeypatch.setattr("pruning_core.infra.runner.prune", no_pruning)
     second = execute(config, store, device="cpu")
     assert second.reused and second.run_id == first.run_id
     assert second.summary["final_test_accuracy"] == first.summary["final_test_accuracy"]

@@ -18,16 +18,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-from pruning_core import store as store_module
 from pruning_core.config import RunConfig
-from pruning_core.store import (
-    INTERRUPTED_ERROR,
-    SCHEMA_VERSION,
-    InvalidTransitionError,
-    NewerDatabaseError,
-    Store,
-    UnknownRunError,
-)
+from pruning_core.infra import store as store_module
+from pruning_core.infra.store import (INTERRUPTED_ERROR, SCHEMA_VERSION, InvalidTransitionError, NewerDatabaseError,
+                                      Store, UnknownRunError)
 
 
 def config(**changes) -> dict:

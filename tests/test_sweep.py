@@ -7,8 +7,8 @@ import math
 import pytest
 
 import pruning_core as pc
-from pruning_core.store import Store
-from pruning_core.sweep import SWEEP_COLUMNS, sweep_cells
+from pruning_core.infra.store import Store
+from pruning_core.studies.sweep import SWEEP_COLUMNS, sweep_cells
 
 
 def test_cells_cover_the_grid_with_one_baseline_per_seed():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pruning_core as pc
-from pruning_core.training import TrainSettings, collapse_warnings
+from pruning_core.engine.training import TrainSettings, collapse_warnings
 
 
 @pytest.fixture(scope="module")

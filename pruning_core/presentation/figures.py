@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .config import DENSE
-from .methods import METHODS
+from pruning_core.config import DENSE
+from pruning_core.engine.methods import METHODS
 
 # A colour-blind-friendly qualitative palette (Okabe & Ito), then a few more for long method lists.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD", "#17BECF",

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import masks as mk
-from .config import DENSE, RunConfig
-from .data import Dataset, load_dataset
-from .methods import METHODS
-from .models import MODELS
-from .prune import Cancelled, PruneResult, prune
-from .store import METRIC_COLUMNS, InvalidTransitionError, Store
-from .training import TrainEvent, TrainResult, default_device, device_name, train
+from pruning_core.config import DENSE, RunConfig
+from pruning_core.engine import masks as mk
+from pruning_core.engine.data import Dataset, load_dataset
+from pruning_core.engine.methods import METHODS
+from pruning_core.engine.models import MODELS
+from pruning_core.engine.prune import Cancelled, PruneResult, prune
+from pruning_core.engine.training import TrainEvent, TrainResult, default_device, device_name, train
+from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store
 
 ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
 TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
@@ -69,7 +69,7 @@ def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
                    reinit=config.sanity == "reinit", invert=config.sanity == "invert",
                    prune_batches=config.prune_batches, options=options, progress=progress)
     if config.sparse_init:
-        from .gradient_flow import sparse_init
+        from pruning_core.studies.gradient_flow import sparse_init
 
         sparse_init(model, result.masks, generator=torch.Generator().manual_seed(config.seed))
     return result
@@ -174,7 +174,7 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
 
 
 def _collapse_note(result: PruneResult) -> list[str]:
-    from .training import collapse_warnings
+    from pruning_core.engine.training import collapse_warnings
 
     return collapse_warnings(result.masks)
 

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from .config import RunConfig
+from pruning_core.config import RunConfig
 
 TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
 EXIT_BAD_INPUT = 2
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _store(args: argparse.Namespace):
     if getattr(args, "no_store", False):
         return None
-    from .store import Store
+    from pruning_core.infra.store import Store
 
     return Store(args.db)
 
@@ -186,7 +186,7 @@ def _clean(value: Any) -> Any:
 
 
 def _run(args: argparse.Namespace, kind: str) -> int:
-    from .runner import execute
+    from pruning_core.infra.runner import execute
 
     config = RunConfig.from_args(args).canonical().validate()
     store = _store(args)
@@ -224,8 +224,8 @@ def _run(args: argparse.Namespace, kind: str) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .presets import PRESETS
-    from .sweep import sweep
+    from pruning_core.studies.presets import PRESETS
+    from pruning_core.studies.sweep import sweep
 
     grid: dict[str, Any] = {"methods": ["synflow", "snip"], "sparsities": [0.9, 0.99], "seeds": [0]}
     fields = {k: getattr(args, k) for k in vars(args) if k in RunConfig.__dataclass_fields__}
@@ -268,10 +268,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _collapse(args: argparse.Namespace) -> int:
-    from .analysis import critical_compression
-    from .data import load_dataset
-    from .methods import METHODS
-    from .models import MODELS
+    from pruning_core.engine.data import load_dataset
+    from pruning_core.engine.methods import METHODS
+    from pruning_core.engine.models import MODELS
+    from pruning_core.studies.analysis import critical_compression
 
     config = RunConfig.from_args(args, method="synflow", sparsity=0.5).validate()
     # By default every method that only scores: IMP and GemMiner would train at every probe.
@@ -306,7 +306,7 @@ def _collapse(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .store import Store
+    from pruning_core.infra.store import Store
 
     store = Store(args.db)
     if args.action == "list":

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import LR_SCHEDULES, OPTIMIZERS
-from .registry import Registry
+from pruning_core.engine.vocabulary import LR_SCHEDULES, OPTIMIZERS
+from pruning_core.registry import Registry
 
 DATA_DIR_ENV = "PRUNING_DATA_DIR"
 TRAIN_DEFAULT_KEYS = ("batch_size", "epochs", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
-from .prune import Cancelled
-from .runner import execute
-from .store import ACTIVE_STATUSES, InvalidTransitionError, Store
+from pruning_core.config import RunConfig
+from pruning_core.engine.prune import Cancelled
+from pruning_core.infra.runner import execute
+from pruning_core.infra.store import ACTIVE_STATUSES, InvalidTransitionError, Store
 
 log = logging.getLogger(__name__)
 

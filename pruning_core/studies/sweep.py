@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from .config import DENSE, RunConfig
-from .prune import Cancelled
-from .runner import RunOutcome, execute
-from .store import Store
+from pruning_core.config import DENSE, RunConfig
+from pruning_core.engine.prune import Cancelled
+from pruning_core.infra.runner import RunOutcome, execute
+from pruning_core.infra.store import Store
 
 SWEEP_COLUMNS = ["method", "sparsity", "seed", "density", "compression", "log_compression", "final_test_accuracy",
                  "best_test_accuracy", "effective_density", "collapsed", "collapsed_layers", "prune_s", "train_s",

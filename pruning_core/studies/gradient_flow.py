@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import masks as mk
-from .data import Dataset
+from pruning_core.engine import masks as mk
+from pruning_core.engine.data import Dataset
 
 
 @torch.no_grad()
@@ -130,10 +130,10 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
     epochs over all variants (IMP's rounds counted separately); should_stop() returning True stops and
     raises pc.Cancelled.
     """
-    from .data import load_dataset
-    from .models import MODELS, ModelSpec
-    from .prune import Cancelled, prune
-    from .training import TrainSettings, default_device, train
+    from pruning_core.engine.data import load_dataset
+    from pruning_core.engine.models import MODELS, ModelSpec
+    from pruning_core.engine.prune import Cancelled, prune
+    from pruning_core.engine.training import TrainSettings, default_device, train
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import masks as mk
-from .config import LR_SCHEDULES, OPTIMIZERS
-from .data import DATASETS, Dataset, load_dataset
+from pruning_core.engine import masks as mk
+from pruning_core.engine.data import DATASETS, Dataset, load_dataset
+from pruning_core.engine.vocabulary import LR_SCHEDULES, OPTIMIZERS
 
 EVAL_BATCH = 1024
 
@@ -176,7 +176,7 @@ def train(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, dat
                                      lr_schedule=lr_schedule, weight_decay=weight_decay,
                                      label_smoothing=label_smoothing)
     target = torch.device(device) if device is not None else default_device()
-    from .prune import check_model_fits
+    from pruning_core.engine.prune import check_model_fits
 
     model.to(target)
     if masks is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .registry import Registry
+from pruning_core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .masks import Masks, erk_densities
-from .registry import Registry
+from pruning_core.engine.masks import Masks, erk_densities
+from pruning_core.registry import Registry
 
 
 @dataclass

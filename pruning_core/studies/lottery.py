@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from . import masks as mk
-from .methods import METHODS, MethodSpec, ScoringContext
-from .training import TrainSettings, evaluate, make_optimizer, make_scheduler, masked_pairs, training_step
+from pruning_core.engine import masks as mk
+from pruning_core.engine.methods import METHODS, MethodSpec, ScoringContext
+from pruning_core.engine.training import (TrainSettings, evaluate, make_optimizer, make_scheduler, masked_pairs,
+                                          training_step)
 
 Progress = Callable[[int, int], None] | None
 
@@ -442,11 +443,11 @@ def method_cost(config=None, *, options: Mapping[str, Any] | None = None, device
     total_steps) and the final test accuracy. For comparing IMP, GemMiner and the one-shot methods at one
     target sparsity. `options` go to the method as pc.prune's options (e.g. {"prune_fraction": 0.2} for
     IMP), on top of the training settings the run passes to methods that train, as `pc.execute` does."""
-    from .config import DENSE, RunConfig
-    from .data import load_dataset
-    from .prune import prune
-    from .runner import TRAINING_FIELDS, build_model
-    from .training import default_device, train
+    from pruning_core.config import DENSE, RunConfig
+    from pruning_core.engine.data import load_dataset
+    from pruning_core.engine.prune import prune
+    from pruning_core.engine.training import default_device, train
+    from pruning_core.infra.runner import TRAINING_FIELDS, build_model
 
     config = (config or RunConfig()).replace(**fields) if fields else (config or RunConfig())
     config = config.canonical().validate()

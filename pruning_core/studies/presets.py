@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import RunConfig
-from .registry import Registry
+from pruning_core.config import RunConfig
+from pruning_core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import SANITY_CHECKS, RunConfig
+from pruning_core.config import SANITY_CHECKS, RunConfig
 
 SANITY_VARIANTS = SANITY_CHECKS   # ("none", "shuffle", "reinit", "invert"): "none" is the method's own mask
 SANITY_LABELS = {
@@ -48,7 +48,7 @@ def sanity_checks(config: RunConfig | None = None, store=None, *, variants: Sequ
     change (accuracy minus that of the method's own mask), density, run_id, reused. Read it with
     `explain_sanity`. on_progress(message, done, total) counts variants; should_stop() cancels.
     """
-    from .runner import execute
+    from pruning_core.infra.runner import execute
 
     config = (config or RunConfig()).replace(**fields) if fields else (config or RunConfig())
     config = config.validate()
@@ -79,7 +79,7 @@ def sanity_checks(config: RunConfig | None = None, store=None, *, variants: Sequ
         table[column] = table[column].astype(float)
     baseline = table.loc[table["variant"] == "none", "test_accuracy"]
     table["change"] = table["test_accuracy"] - (float(baseline.iloc[0]) if len(baseline) else float("nan"))
-    from .data import DATASETS
+    from pruning_core.engine.data import DATASETS
 
     table.attrs.update({"method": config.method, "sparsity": config.sparsity, "model": config.model,
                         "dataset": config.dataset, "epochs": config.epochs,

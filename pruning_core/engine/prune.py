@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import masks as mk
-from .config import SCHEDULES, SCOPES
-from .methods import METHODS, MethodSpec, ScoringContext
+from pruning_core.engine import masks as mk
+from pruning_core.engine.layers import layer_table
+from pruning_core.engine.methods import METHODS, MethodSpec, ScoringContext
+from pruning_core.engine.vocabulary import SCHEDULES, SCOPES
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DEFAULT_PRUNE_BATCH = 256   # samples per scoring batch drawn from a pc Dataset
@@ -152,7 +153,6 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
         torch.cuda.synchronize(device)  # so that elapsed_s counts the GPU work, not just its launch
     pruned_s = time.perf_counter() - started
 
-    from .analysis import layer_table  # analysis imports prune's helpers
 
     layers = layer_table(model, masks, shape)
     collapsed = layers.loc[layers["kept"] == 0, "name"].tolist()
