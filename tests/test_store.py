@@ -1,14 +1,11 @@
-"""The run store: round trips, status transitions, crash recovery, concurrency and migrations."""
+"""The run store's queries: round trips, status transitions, listing, sweeps, bad input and concurrency.
+
+Crash recovery, mask files and schema migrations have their own test files."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -19,9 +16,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 from pruning_core.config import RunConfig
-from pruning_core.infra import store as store_module
-from pruning_core.infra.store import (INTERRUPTED_ERROR, SCHEMA_VERSION, InvalidTransitionError, NewerDatabaseError,
-                                      Store, UnknownRunError)
+from pruning_core.infra.store import SCHEMA_VERSION, InvalidTransitionError, Store, UnknownRunError
 
 
 def config(**changes) -> dict:
@@ -134,45 +129,6 @@ def test_layers_round_trip_exactly(store):
     pd.testing.assert_frame_equal(store.layers(run), df.iloc[:1])
 
 
-def test_masks_round_trip_bit_packed(store):
-    gen = torch.Generator().manual_seed(0)
-    shapes = {"features.0.weight": (16, 1, 3, 3), "features.3.weight": (3, 5, 7), "fc.bias": (13,),
-              "odd.single": (1,), "scalar": (), "empty.weight": (0, 4), "big.weight": (257, 129)}
-    masks = {name: torch.rand(shape, generator=gen) > 0.7 for name, shape in shapes.items()}
-    run = store.create_run(config(), "k", "prune")
-    assert store.load_masks(run) is None
-    path = store.save_masks(run, masks)
-    assert path.parent == store.masks_dir and path.exists()
-    assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
-    with np.load(path) as data:  # bits are packed: ceil(n / 8) bytes per mask
-        packed = [data[k] for k in data.files if k != "__meta__"]
-        assert sorted(a.size for a in packed) == sorted(-(-int(np.prod(s)) // 8) for s in shapes.values())
-        assert all(a.dtype == np.uint8 for a in packed)
-    loaded = store.load_masks(run)
-    assert list(loaded) == list(masks)
-    for name, mask in masks.items():
-        assert loaded[name].dtype == torch.bool and loaded[name].shape == mask.shape
-        assert torch.equal(loaded[name], mask)
-    assert store.get_run(run)["has_masks"]
-
-    # overwriting replaces; 0/1 numeric masks are accepted as bool, other values refused
-    store.save_masks(run, {"w": torch.tensor([[1.0, 0.0, 1.0]])})
-    assert torch.equal(store.load_masks(run)["w"], torch.tensor([[True, False, True]]))
-    with pytest.raises(ValueError, match="0/1"):
-        store.save_masks(run, {"w": torch.tensor([0.5, 1.0])})
-    assert torch.equal(store.load_masks(run)["w"], torch.tensor([[True, False, True]]))
-
-
-def test_masks_of_two_databases_in_one_folder_do_not_collide(tmp_path):
-    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
-        ra, rb = a.create_run(config(), "k", "prune"), b.create_run(config(), "k", "prune")
-        assert ra == rb
-        a.save_masks(ra, {"w": torch.tensor([True, False])})
-        b.save_masks(rb, {"w": torch.tensor([False, True, True])})
-        assert a.load_masks(ra)["w"].tolist() == [True, False]
-        assert b.load_masks(rb)["w"].tolist() == [False, True, True]
-
-
 # ---- statuses, reuse, listing --------------------------------------------------------------
 def test_status_transitions(store):
     run = store.create_run(config(), "k", "train")
@@ -223,14 +179,18 @@ def test_find_done_returns_newest_done_run_only(store):
     assert store.find_done(k, kind="prune") is None
 
 
-def test_create_run_from_run_config_derives_key(store):
+def test_create_run_takes_a_plain_dict_and_the_callers_key(store):
     cfg = RunConfig(method="grasp", sparsity=0.5)
-    run = store.create_run(cfg, kind="prune")
+    run = store.create_run(cfg.to_dict(), cfg.key(), kind="prune")
     got = store.get_run(run)
     assert got["key"] == cfg.key() and got["config"] == cfg.to_dict() and got["kind"] == "prune"
-    run2 = store.create_run(cfg.to_dict(), kind="prune")
-    assert store.get_run(run2)["key"] == cfg.key()
-
+    before = dump(store.path)
+    # the store does not know how a RunConfig is keyed: the caller converts it and names the key
+    with pytest.raises(ValueError, match="config must be a dict, got RunConfig"):
+        store.create_run(cfg, cfg.key(), kind="prune")
+    with pytest.raises(ValueError, match="key must be a non-empty string, got None"):
+        store.create_run(cfg.to_dict(), None, kind="prune")
+    assert dump(store.path) == before
 
 def test_list_runs_filters_and_order(store):
     ids = []
@@ -356,81 +316,6 @@ def test_bad_input_raises_and_changes_nothing(store):
     assert dump(store.path) == before
 
 
-# ---- crash recovery ----------------------------------------------------------------------
-# The child loads store.py alone (not the whole package with torch), to start quickly.
-CHILD = textwrap.dedent("""
-    import importlib.util, sys, time
-    spec = importlib.util.spec_from_file_location("store_under_test", sys.argv[2])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    Store = module.Store
-    s = Store(sys.argv[1])
-    running = s.create_run({"dataset": "digits", "seed": 1}, "child", "train")
-    s.start_run(running, "cpu")
-    queued = s.create_run({"dataset": "digits", "seed": 2}, "child2", "train")
-    print(running, queued, flush=True)
-    time.sleep(60)
-""")
-
-
-def test_killed_process_runs_are_marked_failed(tmp_path):
-    db = tmp_path / "runs.db"
-    with Store(db) as mine:
-        own = mine.create_run(config(), "mine", "train")
-        mine.start_run(own, "cpu")
-        own_queued = mine.create_run(config(), "mine2", "train")
-
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), store_module.__file__], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        try:
-            line = child.stdout.readline()
-            assert line, child.stderr.read()
-            running, queued = map(int, line.split())
-            assert mine.get_run(running)["owner"]["pid"] == child.pid
-            # while the child lives, opening the store leaves its runs alone
-            with Store(db) as again:
-                assert again.get_run(running)["status"] == "running"
-                assert again.get_run(queued)["status"] == "queued"
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
-            child.stdout.close()
-            child.stderr.close()
-
-        with Store(db) as after:
-            for run in (running, queued):
-                got = after.get_run(run)
-                assert got["status"] == "failed" and got["error"] == INTERRUPTED_ERROR
-                assert got["finished_at"] is not None
-            # runs of this live process are untouched
-            assert after.get_run(own)["status"] == "running"
-            assert after.get_run(own_queued)["status"] == "queued"
-            assert after.recover_orphans() == []
-
-
-def test_restarted_process_and_reused_pid_are_detected(tmp_path):
-    with Store(tmp_path / "runs.db") as s:
-        restarted, reused, alive = (s.create_run(config(seed=i), f"k{i}", "train") for i in range(3))
-        for run in (restarted, reused, alive):
-            s.start_run(run, "cpu")
-        parent = os.getppid()
-        parent_start = store_module._process_start(parent)
-        if parent_start is None:
-            pytest.skip("no /proc: process start times unknown")
-        conn = sqlite3.connect(s.path)
-        with conn:
-            # same pid as ours but another token: this process was restarted since
-            conn.execute("UPDATE runs SET owner_token = 'an-older-process' WHERE id = ?", (restarted,))
-            # a live pid that started at another time: the pid was reused by an unrelated process
-            conn.execute("UPDATE runs SET owner_pid = ?, owner_start = '1' WHERE id = ?", (parent, reused))
-            # a live pid with its real start time: still the owner
-            conn.execute("UPDATE runs SET owner_pid = ?, owner_start = ? WHERE id = ?", (parent, parent_start, alive))
-        conn.close()
-        assert sorted(s.recover_orphans()) == sorted([restarted, reused])
-        assert s.get_run(restarted)["error"] == INTERRUPTED_ERROR
-        assert s.get_run(alive)["status"] == "running"
-
-
 # ---- concurrency -------------------------------------------------------------------------
 def test_readers_always_see_consistent_state(store):
     run = store.create_run(config(), "k", "train")
@@ -496,75 +381,3 @@ def test_concurrent_writers_wait_instead_of_failing(tmp_path):
     assert len(stores[1].metrics(run)) == 80
     for s in stores:
         s.close()
-
-
-# ---- schema versions ---------------------------------------------------------------------
-V1_SCHEMA = """
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
-    config TEXT NOT NULL, dataset TEXT, model TEXT, method TEXT, sparsity REAL, seed INTEGER, error TEXT,
-    device TEXT, versions TEXT, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
-    timings TEXT NOT NULL DEFAULT '{}', summary TEXT, progress_done REAL NOT NULL DEFAULT 0,
-    progress_total REAL NOT NULL DEFAULT 0, progress_message TEXT NOT NULL DEFAULT '',
-    owner_pid INTEGER, owner_token TEXT, layers_meta TEXT, masks_file TEXT);
-CREATE TABLE metrics (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL, step INTEGER NOT NULL, epoch REAL,
-    train_loss REAL, test_loss REAL, test_accuracy REAL, images_per_s REAL, elapsed_s REAL);
-CREATE INDEX metrics_run ON metrics (run_id, step);
-CREATE TABLE layers (run_id INTEGER NOT NULL, position INTEGER NOT NULL, name TEXT, row TEXT NOT NULL,
-    PRIMARY KEY (run_id, position));
-PRAGMA user_version = 1;
-"""
-
-
-def test_migrates_a_version_1_database(tmp_path):
-    db = tmp_path / "old.db"
-    cfg = config(method="snip")
-    conn = sqlite3.connect(db)
-    conn.executescript(V1_SCHEMA)
-    with conn:
-        conn.execute("INSERT INTO runs (key, kind, status, config, dataset, model, method, sparsity, seed, created_at, "
-                     "started_at, finished_at, summary, timings) VALUES (?, 'train', 'done', ?, ?, ?, ?, ?, ?, 1.0, 2.0, "
-                     "3.0, ?, ?)", (key_of(cfg), json.dumps(cfg), cfg["dataset"], cfg["model"], "snip",
-                                    cfg["sparsity"], cfg["seed"], json.dumps({"final_test_accuracy": 0.7}),
-                                    json.dumps({"train_s": 1.0})))
-        conn.executemany("INSERT INTO metrics (run_id, step, epoch, test_accuracy) VALUES (1, ?, ?, ?)",
-                         [(0, 1, 0.5), (1, 2, 0.7)])
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-    conn.close()
-
-    with Store(db) as s:
-        assert s.schema_version() == SCHEMA_VERSION > 1
-        assert s.journal_mode().lower() == "wal"
-        old = s.find_done(key_of(cfg))
-        assert old is not None and old["config"] == cfg and old["sweep_id"] is None
-        assert old["summary"] == {"final_test_accuracy": 0.7}
-        assert s.metrics(old["id"])["test_accuracy"].tolist() == [0.5, 0.7]
-        # what the newer schema adds works on the migrated file
-        sweep = s.create_sweep({"seeds": [0, 1]})
-        cell = s.create_run(cfg, key_of(cfg), "sweep_cell", sweep_id=sweep)
-        s.add_metrics(cell, [{"test_accuracy": 0.1, "lr": 0.05}])
-        assert s.metrics(cell)["lr"].tolist() == [0.05]
-        assert s.list_runs(sweep_id=sweep)["run_id"].tolist() == [cell]
-    with Store(db) as again:  # reopening a current file changes nothing
-        assert again.schema_version() == SCHEMA_VERSION and len(again.list_runs()) == 2
-
-
-def test_newer_database_is_refused_untouched(tmp_path):
-    db = tmp_path / "new.db"
-    conn = sqlite3.connect(db)
-    conn.executescript(f"CREATE TABLE future (x); PRAGMA user_version = {SCHEMA_VERSION + 1};")
-    conn.close()
-    before = db.read_bytes()
-    with pytest.raises(NewerDatabaseError, match="newer version.*upgrade.*PRUNING_DB"):
-        Store(db)
-    assert db.read_bytes() == before
-
-
-def test_foreign_database_is_refused(tmp_path):
-    db = tmp_path / "other.db"
-    conn = sqlite3.connect(db)
-    conn.executescript("CREATE TABLE customers (name TEXT);")
-    conn.close()
-    with pytest.raises(ValueError, match="not a run store"):
-        Store(db)
