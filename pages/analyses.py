@@ -25,7 +25,7 @@ from pruning_core.config import RunConfig
 from pruning_core.engine.data import load_dataset
 from pruning_core.engine.prune import Cancelled
 from pruning_core.infra import runner
-from pruning_core.presentation.figures import sparsity_from_log
+from pruning_core.presentation.units import sparsity_from_log
 from pruning_core.studies.analysis import critical_compression, layer_synaptic_flow
 
 LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)   # log10 compression levels of the heat map

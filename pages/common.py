@@ -37,7 +37,7 @@ from pruning_core.engine.training import default_device, device_name
 from pruning_core.infra import runner
 from pruning_core.infra.jobs import JobManager
 from pruning_core.infra.store import ACTIVE_STATUSES, DEFAULT_PATH, ENV_VAR, Store, UnknownRunError
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, findings, units
 from pruning_core.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def choice_label(name: str, value: Any) -> str:
     if name == "model" and value in MODELS:
         return MODELS[value].label
     if name in ("method", "methods", "compare"):
-        return figures.method_label(value)
+        return units.method_label(value)
     return str(value)
 
 
@@ -383,21 +383,21 @@ def sparsity_slider(key: str, default: float, container: Any = None, url_key: st
     low = 0.1
 
     def parse(raw: Any) -> float:
-        x = round(figures.log_compression(parse_field("sparsity", raw)), 1)
+        x = round(units.log_compression(parse_field("sparsity", raw)), 1)
         if not low <= x <= max_log:
-            raise ValueError(f"this page takes sparsities from {figures.percent(figures.sparsity_from_log(low))} to "
-                             f"{figures.percent(figures.sparsity_from_log(max_log))}")
+            raise ValueError(f"this page takes sparsities from {units.percent(units.sparsity_from_log(low))} to "
+                             f"{units.percent(units.sparsity_from_log(max_log))}")
         return x
 
-    remember(key, round(figures.log_compression(default), 1), parse, url_key=url_key)
+    remember(key, round(units.log_compression(default), 1), parse, url_key=url_key)
     x = container.slider(f"{field_label('sparsity')}: compression 10^x", min_value=low, max_value=max_log, step=0.1,
                          format="10^%.1f", key=key,
                          help=help_text("sparsity") + " The slider moves in powers of ten: 10^1 keeps 1 in 10 weights, "
                                                       "10^2 keeps 1 in 100." + (f" {help}" if help else ""))
     keep(key)
-    sparsity = figures.sparsity_from_log(x)
-    container.caption(f"**{figures.percent(sparsity)} of the weights removed** · compression "
-                      f"{figures.compression_text(sparsity)} · density {figures.percent(1 - sparsity)}")
+    sparsity = units.sparsity_from_log(x)
+    container.caption(f"**{units.percent(sparsity)} of the weights removed** · compression "
+                      f"{units.compression_text(sparsity)} · density {units.percent(1 - sparsity)}")
     return sparsity
 
 
@@ -484,8 +484,8 @@ def pruning_result(layers: pd.DataFrame, summary: Mapping[str, Any], *, key: str
     with chart:
         log_scale = st.toggle("Log scale", key=f"{key}-log", help="Show densities on a logarithmic axis: small "
                               "densities (0.1%, 0.01%) become visible next to large ones.")
-        fig = figures.density_bars(layers, log_scale=log_scale, compare=compare, label=label,
-                                   uirevision=f"{key}-density")
+        fig = charts.density_bars(layers, log_scale=log_scale, compare=compare, label=label,
+                                  uirevision=f"{key}-density")
         st.plotly_chart(fig, width="stretch", key=f"{key}-density", config={"displaylogo": False})
         st.caption("Each bar is one layer's **density** (kept fraction); the number on it is how many weights "
                    "it kept. ✕ marks a layer that kept none; ◇ the density of weights still connected "
@@ -496,25 +496,25 @@ def pruning_result(layers: pd.DataFrame, summary: Mapping[str, Any], *, key: str
         flops_dense = int(summary.get("flops_dense", layers["flops_dense"].sum()))
         a, b = st.columns(2)
         a.metric("Weights kept", f"{kept:,}", help=f"{kept:,} of {total:,} prunable weights "
-                                                 f"({figures.percent(kept / total if total else 0)}).")
-        a.caption(f"of {total:,} ({figures.percent(kept / total if total else 0)})")
+                                                 f"({units.percent(kept / total if total else 0)}).")
+        a.caption(f"of {total:,} ({units.percent(kept / total if total else 0)})")
         b.metric("FLOPs kept", _short(flops_kept), help="Multiply-adds (x2) per input image in the pruned layers, "
                                                         "counting only kept weights.")
-        b.caption(f"of {_short(flops_dense)} ({figures.percent(flops_kept / flops_dense if flops_dense else 0)})")
+        b.caption(f"of {_short(flops_dense)} ({units.percent(flops_kept / flops_dense if flops_dense else 0)})")
         density = float(summary.get("density", kept / total if total else 0))
         effective = float(summary.get("effective_density", density))
-        st.metric("Connected density", figures.percent(effective), help="Effective density: the fraction of all "
+        st.metric("Connected density", units.percent(effective), help="Effective density: the fraction of all "
                   "weights that are kept AND lie on a path from input to output. Below the nominal density "
                   "when pruning left dead ends.", delta=None)
-        st.caption(f"nominal density {figures.percent(density)}")
-        for level, text in figures.collapse_findings(summary):
+        st.caption(f"nominal density {units.percent(density)}")
+        for level, text in findings.collapse_findings(summary):
             getattr(st, level)(text, icon={"error": ":material/link_off:", "warning": ":material/warning:",
                                            "success": ":material/check_circle:"}[level])
         for name, table in (compare or {}).items():
-            level, text = figures.collapse_brief(figures.layer_summary(table))
+            level, text = findings.collapse_brief(findings.layer_summary(table))
             mark = {"error": ":red[:material/link_off:]", "warning": ":orange[:material/warning:]",
                     "success": ":green[:material/check_circle:]"}[level]
-            st.markdown(f"{mark} **{figures.method_label(name)}**: {text}.")
+            st.markdown(f"{mark} **{units.method_label(name)}**: {text}.")
 
 
 def _short(value: float) -> str:
@@ -564,7 +564,7 @@ def job_status(record: Mapping[str, Any], key: str, metrics: pd.DataFrame | None
         message = progress["message"] or "starting"
         bar, cancel = st.columns([5, 1], vertical_alignment="bottom")
         bar.progress(fraction, text=f"Run #{run_id}: {message} · {fraction:.0%}"
-                     + (f" · about {figures.duration_text(eta)} left" if eta is not None else ""))
+                     + (f" · about {units.duration_text(eta)} left" if eta is not None else ""))
         cancel.button("Cancel", key=f"{key}-cancel-{run_id}", on_click=manager().cancel, args=(run_id,),
                       icon=":material/stop_circle:", help="Stop this run at its next progress point.",
                       width="stretch")
@@ -592,7 +592,7 @@ def runs_status(records: Mapping[str, Mapping[str, Any]], key: str) -> None:
                 fraction = min(max(float(progress["done"]) / total, 0.0), 1.0) if total > 0 else 0.0
                 eta = eta_seconds(record, store().metrics(run_id))
                 st.progress(fraction, text=f"**{label}** (run #{run_id}): {progress['message'] or 'starting'} · "
-                                           f"{fraction:.0%}" + (f" · about {figures.duration_text(eta)} left"
+                                           f"{fraction:.0%}" + (f" · about {units.duration_text(eta)} left"
                                                                 if eta is not None else ""))
             elif status == "queued":
                 ahead = store().queue_position(run_id) or 0
@@ -676,7 +676,7 @@ def task_status(task: Any, key: str, cancel: Callable[[], None], what: str = "Co
     waiting = task.started is None
     bar.progress(task.fraction, text=("Waiting for another analysis to finish…" if waiting else
                                       f"{what}: {task.message} · {task.fraction:.0%}")
-                 + (f" · about {figures.duration_text(eta)} left" if eta is not None else ""))
+                 + (f" · about {units.duration_text(eta)} left" if eta is not None else ""))
     button.button("Cancel", key=f"{key}-cancel", on_click=cancel, icon=":material/stop_circle:", width="stretch",
                   help="Stop this computation at its next progress point.")
 
@@ -687,10 +687,10 @@ def training_curves(run_id: int, key: str, record: Mapping[str, Any] | None = No
     metrics = store().metrics(run_id)
     dataset = record.get("dataset")
     classes = DATASETS[dataset].num_classes if dataset in DATASETS else 0
-    if figures.split_metrics(metrics)[0].empty:
+    if findings.split_metrics(metrics)[0].empty:
         st.caption("The curves appear after the first evaluation (before training starts).")
         return
-    fig = figures.training_curves(metrics, chance=1 / classes if classes else None, uirevision=f"{key}-curves")
+    fig = charts.training_curves(metrics, chance=1 / classes if classes else None, uirevision=f"{key}-curves")
     st.plotly_chart(fig, width="stretch", key=f"{key}-curves", config={"displaylogo": False})
 
 
@@ -701,10 +701,10 @@ def run_summary(record: Mapping[str, Any]) -> None:
         return
     timings = record.get("timings") or {}
     cols = st.columns(4)
-    cols[0].metric("Final test accuracy", figures.percent(summary["final_test_accuracy"]))
-    cols[1].metric("Best test accuracy", figures.percent(summary.get("best_test_accuracy", math.nan)))
-    cols[2].metric("Training time", figures.duration_text(timings.get("train_s")),
-                   help=f"Pruning took {figures.duration_text(timings.get('prune_s'))}.")
+    cols[0].metric("Final test accuracy", units.percent(summary["final_test_accuracy"]))
+    cols[1].metric("Best test accuracy", units.percent(summary.get("best_test_accuracy", math.nan)))
+    cols[2].metric("Training time", units.duration_text(timings.get("train_s")),
+                   help=f"Pruning took {units.duration_text(timings.get('prune_s'))}.")
     speed = summary.get("images_per_s")
     cols[3].metric("Speed", f"{speed:,.0f} img/s" if speed else "–", help=f"On {record.get('device') or '?'}.")
 
@@ -712,7 +712,7 @@ def run_summary(record: Mapping[str, Any]) -> None:
 def config_caption(config: Mapping[str, Any]) -> str:
     """'SynFlow · 99% removed · compression 10^2.0 (100×) · Small CNN on Digits · seed 0 · 10 epochs'."""
     c = RunConfig.from_dict(dict(config)).canonical()
-    parts = [figures.method_label(c.method), figures.sparsity_text(c.sparsity),
+    parts = [units.method_label(c.method), units.sparsity_text(c.sparsity),
              f"{choice_label('model', c.model)} on {choice_label('dataset', c.dataset)}", f"seed {c.seed}",
              f"{c.epochs} epoch{'s' if c.epochs != 1 else ''}"]
     if not c.is_dense:

@@ -15,7 +15,7 @@ from pruning_core.config import DENSE
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra.store import ACTIVE_STATUSES, UnknownRunError
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, units
 from pruning_core.studies.presets import PRESETS
 from pruning_core.studies.sweep import sweep_cells
 
@@ -25,7 +25,7 @@ PRESET = "quick_sweep"
 
 
 def sparsity_option(sparsity: float) -> str:
-    return f"{figures.percent(sparsity)} (10^{figures.log_compression(sparsity):.1f})"
+    return f"{units.percent(sparsity)} (10^{units.log_compression(sparsity):.1f})"
 
 
 def apply_preset() -> None:
@@ -142,14 +142,14 @@ def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
         current = ""
         if len(running):
             cell = running.iloc[0]
-            where = "" if cell["method"] == DENSE else f" at {figures.percent(cell['sparsity'])}"
-            current = (f" · now: {figures.method_label(cell['method'])}{where}, seed {cell['seed']} "
+            where = "" if cell["method"] == DENSE else f" at {units.percent(cell['sparsity'])}"
+            current = (f" · now: {units.method_label(cell['method'])}{where}, seed {cell['seed']} "
                        f"({cell['progress']})")
         elif len(queued):
             ahead = ui.store().queue_position(int(queued.iloc[0]["run_id"]))
             current = f" · waiting: {ahead} job(s) of other viewers ahead in the queue" if ahead else ""
         text.progress(done / max(n_cells, 1), text=f"Sweep #{sweep_id}: {done} of {n_cells} cells done{current}"
-                      + (f" · about {figures.duration_text(eta)} left" if eta else ""))
+                      + (f" · about {units.duration_text(eta)} left" if eta else ""))
         cancel.button("Cancel sweep", key=f"cancel-sweep-{sweep_id}", icon=":material/stop_circle:",
                       on_click=ui.manager().cancel_sweep, args=(sweep_id,), width="stretch",
                       help="Stop the running cell and drop the queued ones; finished cells stay in the store.")
@@ -174,8 +174,8 @@ def sweep_view(sweep_id: int) -> None:
             sweep_progress(sweep_id, table, len(keys))
             chart, side = st.columns([1.7, 1], gap="medium")
             with chart:
-                fig = figures.tradeoff_chart(table, chance=1 / classes if classes else None,
-                                             uirevision=f"sweep-{sweep_id}")
+                fig = charts.tradeoff_chart(table, chance=1 / classes if classes else None,
+                                            uirevision=f"sweep-{sweep_id}")
                 st.plotly_chart(fig, width="stretch", key="tradeoff", config={"displaylogo": False})
                 st.caption("Each line is a method (mean over seeds; the band is ± one standard deviation); ✕ marks "
                            "a cell whose network collapsed (a layer kept no weights); the dashed line is the "
@@ -185,8 +185,8 @@ def sweep_view(sweep_id: int) -> None:
                 note = layers.where(layers == "", "✕ " + layers)
                 note = note.where(table["status"] == "done", table["status"])
                 shown = pd.DataFrame({
-                    "Method": table["method"].map(lambda m: "Dense" if m == DENSE else figures.method_label(m)),
-                    "Removed": table["sparsity"].map(figures.percent), "Seed": table["seed"],
+                    "Method": table["method"].map(lambda m: "Dense" if m == DENSE else units.method_label(m)),
+                    "Removed": table["sparsity"].map(units.percent), "Seed": table["seed"],
                     "Accuracy": table["final_test_accuracy"], "Note": note})
                 if table["seed"].nunique() <= 1:
                     shown = shown.drop(columns=["Seed"])

@@ -16,7 +16,7 @@ from pages import analyses
 from pages import common as ui
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, findings
 from pruning_core.studies.gradient_flow import VARIANT_LABELS, VARIANTS
 
 DEFAULTS = {"method": "random", "sparsity": 0.9, "epochs": 3}
@@ -65,13 +65,13 @@ def controls() -> dict:
 
 
 def show_results(df: pd.DataFrame, dataset: str) -> None:
-    summary = figures.gradient_flow_summary(df)
-    st.plotly_chart(figures.gradient_flow_chart(df), width="stretch", key="gf-chart", config={"displaylogo": False})
+    summary = findings.gradient_flow_summary(df)
+    st.plotly_chart(charts.gradient_flow_chart(df), width="stretch", key="gf-chart", config={"displaylogo": False})
     st.caption("Left: the norm of the gradient of the training loss with respect to the kept weights, measured on "
                "256 training images held out of training, ten times per epoch (log scale; the large dot is the "
                "value at initialisation). Right: the test accuracy after every epoch.")
     classes = DATASETS[dataset].num_classes
-    for sentence in figures.gradient_flow_findings(summary, chance=1 / classes if classes else None):
+    for sentence in findings.gradient_flow_findings(summary, chance=1 / classes if classes else None):
         st.markdown(sentence)
     st.dataframe(summary.drop(columns=["variant"]), hide_index=True, width="stretch", column_config={
         "label": "network", "density": st.column_config.NumberColumn("kept", format="percent"),

@@ -17,7 +17,7 @@ from pruning_core.config import RunConfig
 from pruning_core.engine.data import load_dataset
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra import runner
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, units
 from pruning_core.studies.analysis import layer_synaptic_flow
 
 DEFAULT_METHODS = ["synflow", "snip", "grasp", "magnitude", "random"]
@@ -52,7 +52,7 @@ def controls() -> tuple[str, str, int, list[str]]:
 
 
 def method_names(methods: list[str]) -> str:
-    return ", ".join(figures.method_label(m) for m in methods)
+    return ", ".join(units.method_label(m) for m in methods)
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing SynFlow's scores at initialization…")
@@ -69,7 +69,7 @@ def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
     st.subheader("Critical compression", anchor=False)
     left, right = st.columns([1.6, 1], gap="medium")
     with left:
-        st.plotly_chart(figures.critical_compression_bars(critical), width="stretch", key="critical",
+        st.plotly_chart(charts.critical_compression_bars(critical), width="stretch", key="critical",
                         config={"displaylogo": False})
     with right:
         best = critical.sort_values("log_compression", ascending=False).iloc[0]
@@ -78,9 +78,9 @@ def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
             "The **critical compression** of a method is the largest compression at which it still leaves every "
             "layer at least one weight. Beyond it a layer is empty (**layer collapse**): no signal reaches the "
             "output, and the network cannot learn at all, however long it trains.")
-        st.markdown(f"Here **{figures.method_label(best['method'])}** reaches 10^{best['log_compression']:.1f} "
-                    f"({figures.percent(figures.sparsity_from_log(best['log_compression']))} removed) and "
-                    f"**{figures.method_label(worst['method'])}** collapses first, beyond "
+        st.markdown(f"Here **{units.method_label(best['method'])}** reaches 10^{best['log_compression']:.1f} "
+                    f"({units.percent(units.sparsity_from_log(best['log_compression']))} removed) and "
+                    f"**{units.method_label(worst['method'])}** collapses first, beyond "
                     f"10^{worst['log_compression']:.1f}.")
         st.caption("Found by bisection over log-compression to within 0.05; the dotted line is the search "
                    "limit (one weight left in the whole network).")
@@ -90,10 +90,10 @@ def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
     collapsing = sorted(densities.loc[densities["density"] == 0, "log_compression"].unique())
     start = collapsing[0] if collapsing else levels[len(levels) // 2]  # open where the first layer empties
     level = st.select_slider("Compression level", levels, value=start,
-                             key="heat-level", format_func=lambda x: f"10^{x:.1f} ({figures.percent(1 - 10 ** -x)})",
+                             key="heat-level", format_func=lambda x: f"10^{x:.1f} ({units.percent(1 - 10 ** -x)})",
                              help="Move through the compression levels to watch layers empty out (✕) method by "
                                   "method. The same level is used for the conservation chart below.")
-    st.plotly_chart(figures.density_heatmap(densities, level), width="stretch", key="heatmap",
+    st.plotly_chart(charts.density_heatmap(densities, level), width="stretch", key="heatmap",
                     config={"displaylogo": False})
     at_level = densities[densities["log_compression"] == level]
     emptied = [m for m in dict.fromkeys(at_level["method"])
@@ -114,7 +114,7 @@ def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
     tables = {stage: rows for stage, rows in stages.groupby("stage", sort=False)}
     left, right = st.columns([1.6, 1], gap="medium")
     with left:
-        st.plotly_chart(figures.conservation_chart(tables), width="stretch", key="conservation",
+        st.plotly_chart(charts.conservation_chart(tables), width="stretch", key="conservation",
                         config={"displaylogo": False})
     with right:
         ratios = flow["ratio"].dropna()
@@ -154,7 +154,7 @@ with ui.error_boundary():
                                    "minutes."):
             task = pool().submit(key, lambda t: analyses.collapse_study(dataset, model, seed, methods, task=t))
         else:
-            slow = [figures.method_label(m) for m in methods if METHODS[m].run is not None]
+            slow = [units.method_label(m) for m in methods if METHODS[m].run is not None]
             why = (f"{', '.join(slow)} train{'s' if len(slow) == 1 else ''} a network for every probe" if slow
                    else f"pruning {ui.choice_label('model', model)} on the {ui.device_label()} takes a while")
             st.info(f"The study prunes the model dozens of times and {why}, so it can take minutes: press "

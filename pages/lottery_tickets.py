@@ -21,7 +21,7 @@ from pages import common as ui
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, findings, units
 from pruning_core.studies.lottery import imp_round_densities
 
 SEARCHES = ("imp", "gemminer")   # the page's subject; other methods can be added to the comparison
@@ -83,11 +83,11 @@ def run_configs(values: dict) -> dict[str, RunConfig]:
 
 
 def _search_rows(run_id: int) -> pd.DataFrame:
-    return figures.split_metrics(ui.store().metrics(run_id))[1]
+    return findings.split_metrics(ui.store().metrics(run_id))[1]
 
 
 def _training_steps(run_id: int) -> float:
-    training = figures.split_metrics(ui.store().metrics(run_id))[0]
+    training = findings.split_metrics(ui.store().metrics(run_id))[0]
     return float(training["step"].max()) if len(training) else math.nan
 
 
@@ -108,7 +108,7 @@ def cost_table(records: dict[str, dict]) -> pd.DataFrame:
             "train_steps": _training_steps(record["id"]) if done else None,
             "density": summary.get("density") if done else None,
         })
-    table = pd.DataFrame(rows, columns=[*figures.TICKET_COST_COLUMNS, "density"])
+    table = pd.DataFrame(rows, columns=[*findings.TICKET_COST_COLUMNS, "density"])
     for column in table.columns[1:]:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     return table
@@ -127,8 +127,8 @@ def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) 
               for m in done.index if m != "imp" and not pd.isna(done.loc[m, "test_accuracy"])}
     left, right = st.columns([2.3, 1], gap="medium")
     with left:
-        st.plotly_chart(figures.imp_rounds_chart(rounds, planned, ticket, others, chance=chance,
-                                                 uirevision="lt-imp-rounds"),
+        st.plotly_chart(charts.imp_rounds_chart(rounds, planned, ticket, others, chance=chance,
+                                                uirevision="lt-imp-rounds"),
                         width="stretch", key="lt-imp-rounds", config={"displaylogo": False})
     with right:
         st.markdown(
@@ -143,10 +143,10 @@ def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) 
                        "is drawn.")
         if ticket is not None and len(rounds):
             dense = float(rounds.sort_values("round")["trained_test_accuracy"].iloc[0])
-            st.metric("Ticket accuracy", figures.percent(ticket["accuracy"]),
+            st.metric("Ticket accuracy", units.percent(ticket["accuracy"]),
                       delta=f"{100 * (ticket['accuracy'] - dense):+.1f} points vs dense",
-                      help=f"The ticket keeps {figures.percent(ticket['density'])} of the weights; the dense network "
-                           f"of round 0 reached {figures.percent(dense)} with the same training.")
+                      help=f"The ticket keeps {units.percent(ticket['density'])} of the weights; the dense network "
+                           f"of round 0 reached {units.percent(dense)} with the same training.")
 
 
 def gemminer_section(record: dict, values: dict, chance: float) -> None:
@@ -155,8 +155,8 @@ def gemminer_section(record: dict, values: dict, chance: float) -> None:
     rows = _search_rows(record["id"])
     left, right = st.columns([2.3, 1], gap="medium")
     with left:
-        st.plotly_chart(figures.gemminer_progress_chart(rows, 1 - values["sparsity"], chance=chance,
-                                                        uirevision="lt-gemminer"),
+        st.plotly_chart(charts.gemminer_progress_chart(rows, 1 - values["sparsity"], chance=chance,
+                                                       uirevision="lt-gemminer"),
                         width="stretch", key="lt-gemminer", config={"displaylogo": False})
     with right:
         st.markdown(
@@ -170,7 +170,7 @@ def gemminer_section(record: dict, values: dict, chance: float) -> None:
         elif len(rows):
             last = rows.sort_values("search_step").iloc[-1]
             if not pd.isna(last.get("mining_accuracy")):
-                st.caption(f"Last event: the mined subnetwork classifies {figures.percent(last['mining_accuracy'])} "
+                st.caption(f"Last event: the mined subnetwork classifies {units.percent(last['mining_accuracy'])} "
                            "of its training batches correctly without a single weight trained.")
 
 
@@ -179,9 +179,9 @@ def comparison_section(table: pd.DataFrame, values: dict) -> None:
     if table["test_accuracy"].isna().all():
         st.caption("The comparison fills in as the runs finish.")
         return
-    st.plotly_chart(figures.ticket_cost_chart(table, uirevision="lt-cost"), width="stretch", key="lt-cost",
+    st.plotly_chart(charts.ticket_cost_chart(table, uirevision="lt-cost"), width="stretch", key="lt-cost",
                     config={"displaylogo": False})
-    for sentence in figures.ticket_findings(table):
+    for sentence in findings.ticket_findings(table):
         st.markdown(sentence)
     paper_rounds = math.ceil(math.log(1 - values["sparsity"]) / math.log(1 - PAPER_PRUNE_FRACTION) - 1e-9)
     st.caption(
@@ -189,10 +189,10 @@ def comparison_section(table: pd.DataFrame, values: dict) -> None:
         f"cost grows with its rounds: here it ran {values['rounds']} round{'s' if values['rounds'] != 1 else ''} of "
         f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''}; the lottery-ticket papers remove 20% of "
         f"the remaining weights per round, which takes {paper_rounds} rounds (each a full training) to reach "
-        f"{figures.percent(values['sparsity'])} sparsity. Wall times are this machine's, with other jobs possibly "
+        f"{units.percent(values['sparsity'])} sparsity. Wall times are this machine's, with other jobs possibly "
         "running beside them.")
     with st.expander("The numbers", icon=":material/table:"):
-        shown = table.assign(method=table["method"].map(figures.method_label))
+        shown = table.assign(method=table["method"].map(units.method_label))
         st.dataframe(shown, hide_index=True, width="stretch", column_config={
             "method": "method", "test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent"),
             "search_s": st.column_config.NumberColumn("finding the mask (s)", format="%.2f"),
@@ -210,7 +210,7 @@ def results(run_ids: dict[str, int], values: dict) -> None:
 
     def draw(records: dict[int, dict]) -> None:
         by_method = {m: records[run_ids[m]] for m in order}
-        ui.runs_status({f"{figures.method_label(m)} at the same sparsity": r for m, r in by_method.items()
+        ui.runs_status({f"{units.method_label(m)} at the same sparsity": r for m, r in by_method.items()
                         if m not in SEARCHES}, "lt-others")
         table = cost_table(by_method)
         if "imp" in by_method:

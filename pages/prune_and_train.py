@@ -17,7 +17,7 @@ from pruning_core.config import DENSE, RunConfig, field_label, help_text
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra.store import UnknownRunError
-from pruning_core.presentation import figures
+from pruning_core.presentation import findings, units
 from pruning_core.studies.presets import PRESETS
 
 PRESET_NAMES = ("quick_demo", "magnitude_collapse", "synflow_vs_snip")
@@ -33,7 +33,7 @@ def apply_preset(name: str) -> None:
     preset = PRESETS[name]
     config = preset.run_config()
     values = {field: getattr(config, field) for field in FIELDS}
-    values["compression"] = round(figures.log_compression(config.sparsity), 1)
+    values["compression"] = round(units.log_compression(config.sparsity), 1)
     values["compare"] = [m for m in preset.compare if m != config.method]
     ui.set_values(values)
     st.session_state["autotrain"] = name
@@ -63,17 +63,17 @@ def config_form(defaults: dict) -> tuple[RunConfig, list[str]]:
         ui.field_input("seed", default=defaults["seed"], container=top[3])
 
         middle = st.columns([2.4, 1.2], gap="medium", vertical_alignment="center")
-        ui.remember("compression", round(figures.log_compression(defaults["sparsity"]), 1),
-                    lambda raw: round(figures.log_compression(ui.parse_field("sparsity", raw)), 1), url_key="sparsity")
+        ui.remember("compression", round(units.log_compression(defaults["sparsity"]), 1),
+                    lambda raw: round(units.log_compression(ui.parse_field("sparsity", raw)), 1), url_key="sparsity")
         x = middle[0].slider(
             f"{field_label('sparsity')}: compression 10^x", min_value=0.0, max_value=4.0, step=0.1, format="10^%.1f",
             key="compression", help=help_text("sparsity") + " The slider moves in powers of ten: 10^2 keeps 1 in 100 "
                                                           "weights, 10^3 keeps 1 in 1,000.")
         ui.keep("compression")
-        sparsity = figures.sparsity_from_log(x)
+        sparsity = units.sparsity_from_log(x)
         with middle[1]:
-            st.markdown(f"**{figures.percent(sparsity)} of the weights removed**  \n"
-                        f"compression {figures.compression_text(sparsity)} · density {figures.percent(1 - sparsity)}")
+            st.markdown(f"**{units.percent(sparsity)} of the weights removed**  \n"
+                        f"compression {units.compression_text(sparsity)} · density {units.percent(1 - sparsity)}")
             ui.method_popover(method)
 
         bottom = st.columns([1, 0.8, 1, 0.7, 1.8], gap="medium", vertical_alignment="bottom")
@@ -111,12 +111,12 @@ def prune_result(config: RunConfig) -> tuple | None:
     stored = ui.stored_result(key)
     if stored is not None:
         layers, summary, run_id = stored
-        return layers, {**figures.layer_summary(layers), **summary}, f"from run #{run_id} in the store"
+        return layers, {**findings.layer_summary(layers), **summary}, f"from run #{run_id} in the store"
     if ui.runs_inline(config):
-        with st.spinner(f"Pruning with {figures.method_label(config.method)}…"):
+        with st.spinner(f"Pruning with {units.method_label(config.method)}…"):
             layers, summary = ui.prune_preview(json.dumps(config.to_dict(), sort_keys=True))
         seconds = summary.get("prune_s") or 0.0
-        return layers, summary, f"pruned in {figures.duration_text(seconds)}" if seconds >= 1 else "pruned just now"
+        return layers, summary, f"pruned in {units.duration_text(seconds)}" if seconds >= 1 else "pruned just now"
     return None
 
 
@@ -161,7 +161,7 @@ def pruning_section(config: RunConfig, compare: list[str]) -> None:
             other_config = config.replace(method=other, iterations=None).canonical()
             found = prune_result(other_config)
             if found is None:
-                st.caption(f"{figures.method_label(other)} is not drawn: pruning {config.model} with it runs in "
+                st.caption(f"{units.method_label(other)} is not drawn: pruning {config.model} with it runs in "
                            "the background only.")
             else:
                 tables[other] = found[0]
@@ -214,7 +214,7 @@ def training_section(config: RunConfig) -> int | None:
     run_id = record["id"]
     st.session_state["run_id"] = run_id
     if record["status"] == "done" and run_id not in started:
-        when = figures.duration_text(max(0.0, time.time() - (record["finished_at"] or 0)))
+        when = units.duration_text(max(0.0, time.time() - (record["finished_at"] or 0)))
         st.success(f"**Reused from the store:** run #{run_id} trained this exact configuration and seed {when} "
                    "ago, so nothing was recomputed.", icon=":material/recycling:")
 

@@ -13,22 +13,22 @@ import streamlit as st
 from pages import common as ui
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.infra.store import STATUSES
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, findings, units
 
 PAGE_SIZE = 500
 
 
 def run_label(row: pd.Series | dict) -> str:
-    method = figures.method_label(row["method"]) if row["method"] else "?"
-    sparsity = "" if row["method"] == DENSE else f" {figures.percent(row['sparsity'] or 0)}"
+    method = units.method_label(row["method"]) if row["method"] else "?"
+    sparsity = "" if row["method"] == DENSE else f" {units.percent(row['sparsity'] or 0)}"
     return (f"#{row['run_id']} · {method}{sparsity} · {ui.choice_label('model', row['model'])} on "
             f"{row['dataset']} · seed {row['seed']} · {row['status']}")
 
 
 def short_label(row: pd.Series | dict) -> str:
     """'#2 SynFlow 99.9%': a legend entry of an overlay."""
-    method = figures.method_label(row["method"]) if row["method"] else "?"
-    sparsity = "" if row["method"] == DENSE else f" {figures.percent(row['sparsity'] or 0)}"
+    method = units.method_label(row["method"]) if row["method"] else "?"
+    sparsity = "" if row["method"] == DENSE else f" {units.percent(row['sparsity'] or 0)}"
     return f"#{row['run_id']} {method}{sparsity}"
 
 
@@ -38,7 +38,7 @@ def filters(runs: pd.DataFrame) -> pd.DataFrame:
         status = cols[0].multiselect("Status", list(STATUSES), key="runs-status", placeholder="any",
                                      help="Show only runs with these statuses.")
         methods = cols[1].multiselect("Method", sorted(runs["method"].dropna().unique()), key="runs-method",
-                                      format_func=figures.method_label, placeholder="any",
+                                      format_func=units.method_label, placeholder="any",
                                       help="Show only runs of these pruning methods.")
         models = cols[2].multiselect("Model", sorted(runs["model"].dropna().unique()), key="runs-model",
                                      format_func=lambda m: ui.choice_label("model", m), placeholder="any",
@@ -58,12 +58,12 @@ def filters(runs: pd.DataFrame) -> pd.DataFrame:
 def history_table(runs: pd.DataFrame) -> None:
     shown = pd.DataFrame({
         "run": runs["run_id"], "status": runs["status"], "kind": runs["kind"],
-        "method": runs["method"].map(figures.method_label),
-        "removed": runs["sparsity"].map(lambda s: figures.percent(s) if s == s and s is not None else ""),
+        "method": runs["method"].map(units.method_label),
+        "removed": runs["sparsity"].map(lambda s: units.percent(s) if s == s and s is not None else ""),
         "model": runs["model"].map(lambda m: ui.choice_label("model", m)), "dataset": runs["dataset"],
         "seed": runs["seed"], "accuracy": runs["final_test_accuracy"], "connected": runs["effective_density"],
         "created": pd.to_datetime(runs["created_at"], unit="s"),
-        "duration": runs["duration_s"].map(figures.duration_text),
+        "duration": runs["duration_s"].map(units.duration_text),
         "sweep": runs["sweep_id"],
     })
     st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(shown)), key="runs-table",
@@ -125,7 +125,7 @@ def overlay(selected: list[int], runs: pd.DataFrame) -> None:
     with left:
         st.markdown("**Training curves**")
         if curves:
-            st.plotly_chart(figures.training_curves(curves, uirevision="runs-overlay"), width="stretch",
+            st.plotly_chart(charts.training_curves(curves, uirevision="runs-overlay"), width="stretch",
                             key="overlay-curves", config={"displaylogo": False})
         else:
             st.caption("None of the selected runs has training metrics.")
@@ -135,8 +135,8 @@ def overlay(selected: list[int], runs: pd.DataFrame) -> None:
             first, *rest = profiles.items()
             log_scale = st.toggle("Log scale", key="overlay-log", value=True,
                                   help="Show densities on a logarithmic axis, so small ones stay visible.")
-            fig = figures.density_bars(first[1], log_scale=log_scale, compare=dict(rest), label=first[0],
-                                       uirevision="runs-overlay-density")
+            fig = charts.density_bars(first[1], log_scale=log_scale, compare=dict(rest), label=first[0],
+                                      uirevision="runs-overlay-density")
             st.plotly_chart(fig, width="stretch", key="overlay-density", config={"displaylogo": False})
         else:
             st.caption("None of the selected runs has a layer table.")
@@ -149,7 +149,7 @@ def open_in_prune_page(record: dict) -> None:
                                               "seed", "epochs")}
     if config.is_dense:
         values["method"] = "synflow"
-    values["compression"] = round(figures.log_compression(config.sparsity), 1)
+    values["compression"] = round(units.log_compression(config.sparsity), 1)
     values["compare"] = []
     ui.set_values(values)
     st.session_state["run_id"] = record["id"]
@@ -173,7 +173,7 @@ def run_detail(run_id: int) -> None:
                                                     "(pruning_core.RunConfig.from_dict reads it).")
     layers = db.layers(run_id)
     if layers is not None:
-        summary = {**figures.layer_summary(layers), **(record.get("summary") or {})}
+        summary = {**findings.layer_summary(layers), **(record.get("summary") or {})}
         ui.pruning_result(layers, summary, key="open", label=record["method"] or "kept")
     if record["kind"] != "prune":
         def draw(rec: dict) -> None:

@@ -15,7 +15,7 @@ import streamlit as st
 from pages import common as ui
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS
-from pruning_core.presentation import figures
+from pruning_core.presentation import charts, findings, units
 from pruning_core.studies.sanity import SANITY_DESCRIPTIONS, SANITY_LABELS, SANITY_VARIANTS, TOLERANCE, explain_sanity
 
 DEFAULTS = {"method": "synflow", "sparsity": 0.9, "epochs": 5}
@@ -77,7 +77,7 @@ def verdict(table: pd.DataFrame) -> tuple[str, str] | None:
     if own is None or shuffled is None or pd.isna(own) or pd.isna(shuffled):
         return None
     chance = 1 / table.attrs["num_classes"]
-    label = figures.method_label(table.attrs["method"])
+    label = units.method_label(table.attrs["method"])
     if own <= chance + TOLERANCE:
         return "warning", (f"**{label}'s own mask does not train at this sparsity**: the checks cannot tell "
                            "anything apart.")
@@ -96,7 +96,7 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
         table = sanity_table(config, by_variant)
         left, right = st.columns([1.5, 1], gap="medium")
         with left:
-            st.plotly_chart(figures.sanity_chart(table, tolerance=TOLERANCE, chance=1 / classes), width="stretch",
+            st.plotly_chart(charts.sanity_chart(table, tolerance=TOLERANCE, chance=1 / classes), width="stretch",
                             key="sc-chart", config={"displaylogo": False})
         with right:
             headline = verdict(table)
@@ -104,7 +104,7 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
                 getattr(st, headline[0])(headline[1], icon=":material/lightbulb:")
             if table["test_accuracy"].notna().all():
                 named = table.copy()
-                named.attrs = {**table.attrs, "method": figures.method_label(config.method)}
+                named.attrs = {**table.attrs, "method": units.method_label(config.method)}
                 st.markdown(explain_sanity(named))
             else:
                 done = int(table["test_accuracy"].notna().sum())
@@ -112,11 +112,11 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
             for row in table.itertuples():
                 st.caption(f"**{row.label}**: {row.description}.")
         curves = {SANITY_LABELS[v]: ui.store().metrics(r["id"]) for v, r in by_variant.items()}
-        curves = {k: m for k, m in curves.items() if not figures.split_metrics(m)[0].empty}
+        curves = {k: m for k, m in curves.items() if not findings.split_metrics(m)[0].empty}
         if curves:
             with st.expander("Training curves of the four variants", icon=":material/show_chart:",
                              expanded=any(r["status"] == "running" for r in by_variant.values())):
-                st.plotly_chart(figures.training_curves(curves, chance=1 / classes, uirevision="sc-curves"),
+                st.plotly_chart(charts.training_curves(curves, chance=1 / classes, uirevision="sc-curves"),
                                 width="stretch", key="sc-curves", config={"displaylogo": False})
 
     ui.live_runs([run_ids[v] for v in SANITY_VARIANTS if v in run_ids], "sc", draw)

@@ -21,7 +21,7 @@ from pages import common as ui
 from pruning_core.config import RunConfig
 from pruning_core.infra import runner
 from pruning_core.infra.store import Store
-from pruning_core.presentation import figures
+from pruning_core.presentation import findings, units
 
 TINY_LOTTERY = {"model": "mlp", "rounds": "2", "epochs": "1", "gem_epochs": "1"}
 
@@ -41,12 +41,12 @@ def test_imp_and_gemminer_rounds_are_stored_as_search_rows(tmp_path):
     store = Store(tmp_path / "runs.db")
     seen = []
     imp = runner.execute(RunConfig(model="mlp", method="imp", sparsity=0.9, iterations=2, epochs=1), store)
-    rounds = figures.split_metrics(store.metrics(imp.run_id))[1]
+    rounds = findings.split_metrics(store.metrics(imp.run_id))[1]
     assert rounds["round"].tolist() == [0, 1]
     assert rounds["density"].tolist()[0] == 1.0 and rounds["density"].tolist()[1] == pytest.approx(0.316, abs=1e-3)
     assert rounds["trained_test_accuracy"].between(0, 1).all()
     assert rounds["search_steps"].is_monotonic_increasing and (rounds["search_s"] > 0).all()
-    training = figures.split_metrics(store.metrics(imp.run_id))[0]
+    training = findings.split_metrics(store.metrics(imp.run_id))[0]
     assert training["epoch"].max() == 1 and "phase" not in training.dropna(axis=1, how="all")
     # The hook sees each record as soon as the round is trained (same records as details["rounds"]).
     result = pc.prune(pc.MODELS["mlp"]((1, 8, 8), 10), "gemminer", 0.9, pc.load_dataset("digits"),
@@ -54,7 +54,7 @@ def test_imp_and_gemminer_rounds_are_stored_as_search_rows(tmp_path):
     assert [r["round"] for r in seen] == [0, 1, 2] and seen == result.details["rounds"]
     assert all(0 <= r["mining_accuracy"] <= 1 for r in seen[1:]) and seen[-1]["density"] == pytest.approx(0.1)
     gem = runner.execute(RunConfig(model="mlp", method="gemminer", sparsity=0.9, iterations=3, epochs=1), store)
-    events = figures.split_metrics(store.metrics(gem.run_id))[1]
+    events = findings.split_metrics(store.metrics(gem.run_id))[1]
     assert events["search_step"].tolist() == [r["step"] for r in seen]   # 'step' renamed: it names a metric column
     with pytest.raises(ValueError, match="on_round"):
         pc.prune(pc.MODELS["mlp"]((1, 8, 8), 10), "imp", 0.9, pc.load_dataset("digits"), options={"on_round": 3})
@@ -75,9 +75,9 @@ def test_research_pages_render_with_help_on_every_control(db, page, title):
 
 def test_method_choices_come_from_the_registry(db):
     at = open_page("sanity")
-    assert at.selectbox(key="sc-method").options == [figures.method_label(m) for m in pc.METHODS]
+    assert at.selectbox(key="sc-method").options == [units.method_label(m) for m in pc.METHODS]
     at = open_page("lottery")
-    assert at.multiselect(key="lt-compare").options == [figures.method_label(m) for m in pc.METHODS
+    assert at.multiselect(key="lt-compare").options == [units.method_label(m) for m in pc.METHODS
                                                           if m not in ("imp", "gemminer")]
 
 

@@ -1,11 +1,9 @@
-"""The dashboard's figures: plain functions, pandas DataFrame in, Plotly figure out.
+"""The dashboard's charts: plain functions, pandas DataFrame in, Plotly figure out.
 
 Nothing here imports Streamlit, so tests (and notebooks) call these directly. Every figure uses one colour
-per method (`method_color`), SVG traces only (error bands need `fill="tonexty"`, which WebGL traces lack),
-and a fixed `uirevision` so that a live chart keeps the user's zoom when it is redrawn.
-
-Also here: the short texts the pages print next to the figures (sparsity written as "% removed" and as a
-compression ratio, the layer-collapse findings), so that their wording is tested in one place.
+per method (`units.method_color`), SVG traces only (error bands need `fill="tonexty"`, which WebGL traces
+lack), and a fixed `uirevision` so that a live chart keeps the user's zoom when it is redrawn. The texts
+beside the charts are in `findings`, the units and names in `units`.
 """
 
 from __future__ import annotations
@@ -20,187 +18,12 @@ from plotly.subplots import make_subplots
 
 from pruning_core.config import DENSE
 from pruning_core.engine.methods import METHODS
+from pruning_core.presentation.findings import split_metrics, tradeoff_summary
+from pruning_core.presentation.units import (COLLAPSE_COLOR, DENSE_COLOR, PALETTE, VARIANT_COLORS, compression_ticks,
+                                             count_text, method_color, method_label, percent, rgba, seconds_text,
+                                             wrap_label)
 
-# A colour-blind-friendly qualitative palette (Okabe & Ito), then a few more for long method lists.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD", "#17BECF",
-           "#F0E442", "#7F7F7F", "#BCBD22"]
-DENSE_COLOR = "#333333"
-COLLAPSE_COLOR = "#C62828"
-# A layer whose density drops below half of the network's nominal density is where collapse starts;
-# a pruned network whose connected share is below this fraction of what it keeps gets a warning.
-DISCONNECTED_WARNING = 0.5
 FONT = dict(family="Inter, Source Sans Pro, Helvetica, Arial, sans-serif", size=13)
-
-
-# ---- names, colours and numbers ------------------------------------------------------------------
-def method_label(name: str) -> str:
-    """The display name of a method ('Dense baseline' for unpruned runs)."""
-    if name == DENSE:
-        return "Dense baseline"
-    return METHODS[name].label if name in METHODS else str(name)
-
-
-# Fixed colours for the methods the pages show most, so that SynFlow is blue on every chart.
-METHOD_COLORS = {"synflow": "#0072B2", "snip": "#D55E00", "grasp": "#009E73", "magnitude": "#CC79A7",
-                 "random": "#7F7F7F", "random_erk": "#BCBD22", "iter_snip": "#E69F00", "force": "#56B4E9",
-                 "imp": "#9467BD", "gemminer": "#17BECF"}
-
-
-def method_color(name: str) -> str:
-    """The same colour for a method on every page (fixed for known methods, else by registry order)."""
-    if name == DENSE:
-        return DENSE_COLOR
-    if name in METHOD_COLORS:
-        return METHOD_COLORS[name]
-    names = [n for n in METHODS if n not in METHOD_COLORS]
-    index = names.index(name) if name in names else len(names) + sum(map(ord, str(name)))
-    free = [c for c in PALETTE if c not in METHOD_COLORS.values()] or PALETTE  # not a fixed method's colour
-    return free[index % len(free)]
-
-
-def _rgba(color: str, alpha: float) -> str:
-    color = color.lstrip("#")
-    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
-def log_compression(sparsity: float) -> float:
-    """x in compression 10^x for a sparsity (0.99 -> 2.0); 0 for a dense network."""
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    return -math.log10(1.0 - sparsity)
-
-
-def sparsity_from_log(x: float) -> float:
-    """The sparsity of compression 10^x, rounded so that 10^2 gives exactly 0.99 (stable config keys)."""
-    if x < 0:
-        raise ValueError(f"log compression must be >= 0, got {x}")
-    return round(1.0 - 10.0 ** (-x), 6)
-
-
-def _count(value: float) -> str:
-    """1234 -> '1,234', 25118.9 -> '25,119', 3.16 -> '3.2'."""
-    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
-
-
-def percent(fraction: float) -> str:
-    """A fraction as a percentage with as many digits as it needs: 0.99 -> '99%', 0.999 -> '99.9%',
-    0.00098 -> '0.098%'."""
-    value = 100.0 * fraction
-    if value == 0 or value == 100:
-        return f"{value:.0f}%"
-    if value < 1:
-        return f"{value:.2g}%"
-    for decimals in range(1, 7):  # 99.999 must not read as 100
-        text = f"{value:.{decimals}f}"
-        if float(text) != 100:
-            break
-    return text.rstrip("0").rstrip(".") + "%"
-
-
-def compression_text(sparsity: float) -> str:
-    """'10^2.0 (100×)' for sparsity 0.99; 'none (dense)' for 0."""
-    if sparsity == 0:
-        return "none (dense)"
-    x = log_compression(sparsity)
-    return f"10^{x:.1f} ({_count(10 ** x)}×)"
-
-
-def sparsity_text(sparsity: float) -> str:
-    """Sparsity in both vocabularies: '99.9% removed · compression 10^3.0 (1,000×)'."""
-    if sparsity == 0:
-        return "0% removed · dense network (no compression)"
-    return f"{percent(sparsity)} removed · compression {compression_text(sparsity)}"
-
-
-def seconds_text(seconds: float | None) -> str:
-    """A short duration with the precision it needs: '0.42 s', '3.1 s', '45 s', '3 min 20 s'."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "–"
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    return duration_text(seconds)
-
-
-def duration_text(seconds: float | None) -> str:
-    """'45 s', '3 min 20 s', '1 h 05 min'; '–' when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-# ---- summaries -----------------------------------------------------------------------------------------
-def layer_summary(layers: pd.DataFrame) -> dict[str, Any]:
-    """The headline numbers of a layer table (as in `PruneResult.summary()`), for a table read back from the
-    store of a run that has not finished yet."""
-    total = int(layers["total"].sum())
-    kept = int(layers["kept"].sum())
-    effective_kept = int(layers["effective_kept"].sum()) if "effective_kept" in layers else kept
-    density = kept / total if total else 0.0
-    return {
-        "density": density, "effective_density": effective_kept / total if total else 0.0,
-        "compression": 1.0 / density if density > 0 else math.inf, "kept": kept, "total": total,
-        "effective_kept": effective_kept,
-        "flops_dense": int(layers["flops_dense"].sum()) if "flops_dense" in layers else 0,
-        "flops_kept": int(layers["flops_kept"].sum()) if "flops_kept" in layers else 0,
-        "collapsed": layers.loc[layers["kept"] == 0, "name"].tolist(),
-        "disconnected_layers": layers.loc[(layers.get("effective_kept", layers["kept"]) == 0) & (layers["kept"] > 0),
-                                          "name"].tolist(),
-    }
-
-
-# ---- findings written next to the charts ------------------------------------------------------------
-def collapse_findings(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """What a pruning summary says about layer collapse, as (level, text) pairs for the page to print:
-    level 'error' for collapsed layers, 'warning' for a network whose kept weights are largely
-    disconnected (effective density below half the nominal one), 'success' otherwise."""
-    density = float(summary.get("density") or 0.0)
-    effective = float(summary.get("effective_density", density) or 0.0)
-    collapsed = list(summary.get("collapsed") or [])
-    disconnected_layers = [n for n in summary.get("disconnected_layers") or [] if n not in collapsed]
-    findings: list[tuple[str, str]] = []
-    if collapsed:
-        findings.append(("error", f"**Layer collapse:** {_names(collapsed)} kept no weights, so no signal from the "
-                                  "input reaches the output and training cannot help: accuracy stays at chance. "
-                                  f"Effective density {percent(effective)} vs nominal {percent(density)}. "
-                                  "Try a lower compression, or SynFlow, which avoids collapse by design."))
-    elif density > 0 and effective < DISCONNECTED_WARNING * density:
-        share = 1.0 - effective / density
-        text = (f"**{percent(share)} of the kept weights are disconnected**: they lie on no path from input to "
-                f"output, so they cannot carry signal. Effective density {percent(effective)} vs nominal "
-                f"{percent(density)}.")
-        if disconnected_layers:
-            text += f" Layers with no connected weight left: {_names(disconnected_layers)}."
-        findings.append(("warning", text))
-    if not findings:
-        connected = effective / density if density > 0 else 1.0
-        findings.append(("success", f"No layer collapsed: every layer kept weights and {percent(connected)} of the "
-                                    "kept weights lie on a path from input to output."))
-    return findings
-
-
-def collapse_brief(summary: Mapping[str, Any]) -> tuple[str, str]:
-    """One short line (level, text) of the same findings, for a method drawn beside the main one."""
-    density = float(summary.get("density") or 0.0)
-    effective = float(summary.get("effective_density", density) or 0.0)
-    collapsed = list(summary.get("collapsed") or [])
-    if collapsed:
-        return "error", f"layer collapse in {_names(collapsed)}"
-    if density > 0 and effective < DISCONNECTED_WARNING * density:
-        return "warning", (f"{percent(1 - effective / density)} of its kept weights are disconnected (effective "
-                           f"density {percent(effective)} vs {percent(density)})")
-    return "success", "no layer collapsed, kept weights connected"
-
-
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(f"`{n.removesuffix('.weight')}`" for n in names)
 
 
 # ---- per-layer density ------------------------------------------------------------------------------
@@ -265,20 +88,6 @@ def density_bars(layers: pd.DataFrame, log_scale: bool = False, compare: Mapping
 
 
 # ---- training curves --------------------------------------------------------------------------------
-SEARCH_PHASE = "search"   # runner.SEARCH_PHASE: metric rows of a mask search's rounds (IMP, GemMiner)
-
-
-def split_metrics(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows, mask-search rows) of a run's metrics: methods that train to find their masks record
-    each round of the search as a row with phase 'search' (and no epoch) before the run's own training."""
-    if metrics is None or metrics.empty:
-        empty = pd.DataFrame(columns=list(metrics.columns) if metrics is not None else [])
-        return (metrics if metrics is not None else empty), empty
-    search = metrics["phase"].eq(SEARCH_PHASE) if "phase" in metrics else pd.Series(False, index=metrics.index)
-    training = metrics[~search & metrics["epoch"].notna()] if "epoch" in metrics else metrics[~search]
-    return training, metrics[search]
-
-
 def training_curves(metrics: pd.DataFrame | Mapping[str, pd.DataFrame], chance: float | None = None,
                     uirevision: str = "training") -> go.Figure:
     """Loss (train solid, test dashed) and test accuracy against epochs, side by side.
@@ -325,25 +134,6 @@ def training_curves(metrics: pd.DataFrame | Mapping[str, pd.DataFrame], chance: 
 
 
 # ---- accuracy vs compression --------------------------------------------------------------------------
-def tradeoff_summary(table: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
-    """Mean and standard deviation of `metric` over seeds for every (method, sparsity) cell of a sweep
-    table (columns method, sparsity, seed, `metric`, and optionally collapsed), with its compression.
-    Cells without a value yet (running, failed) are left out."""
-    columns = ["method", "sparsity", "compression", "mean", "std", "seeds", "collapsed"]
-    if table.empty or metric not in table:
-        return pd.DataFrame(columns=columns)
-    finished = table[table[metric].notna()].copy()
-    if finished.empty:
-        return pd.DataFrame(columns=columns)
-    finished["collapsed"] = finished["collapsed"].fillna(False).astype(bool) if "collapsed" in finished else False
-    grouped = finished.groupby(["method", "sparsity"], sort=True)
-    out = grouped.agg(mean=(metric, "mean"), std=(metric, "std"), seeds=(metric, "size"),
-                      collapsed=("collapsed", "any")).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    out["compression"] = 1.0 / (1.0 - out["sparsity"])
-    return out[columns]
-
-
 def tradeoff_chart(table: pd.DataFrame, metric: str = "final_test_accuracy", chance: float | None = None,
                    uirevision: str = "tradeoff") -> go.Figure:
     """Accuracy against compression (log x-axis), one line per method with a mean ± std band over seeds,
@@ -369,7 +159,7 @@ def tradeoff_chart(table: pd.DataFrame, metric: str = "final_test_accuracy", cha
             fig.add_trace(go.Scatter(x=x, y=list(rows["mean"] - rows["std"]), mode="lines", line=dict(width=0),
                                      legendgroup=method, showlegend=False, hoverinfo="skip", name=f"{label} − std"))
             fig.add_trace(go.Scatter(x=x, y=list(rows["mean"] + rows["std"]), mode="lines", line=dict(width=0),
-                                     fill="tonexty", fillcolor=_rgba(color, 0.18), legendgroup=method,
+                                     fill="tonexty", fillcolor=rgba(color, 0.18), legendgroup=method,
                                      showlegend=False, hoverinfo="skip", name=f"{label} + std"))
         fig.add_trace(go.Scatter(
             x=x, y=list(rows["mean"]), mode="lines+markers", name=label, legendgroup=method,
@@ -404,7 +194,7 @@ def tradeoff_chart(table: pd.DataFrame, metric: str = "final_test_accuracy", cha
     fig.update_layout(
         xaxis=dict(type="log", title="compression ratio (log scale) · % of weights removed", gridcolor="#E6E9EF",
                    tickvals=ticks or None,
-                   ticktext=[f"{_count(x)}×<br>{percent(1 - 1 / x)}" for x in ticks] if ticks else None,
+                   ticktext=[f"{count_text(x)}×<br>{percent(1 - 1 / x)}" for x in ticks] if ticks else None,
                    range=[math.log10(left), math.log10(right)]),
         yaxis=dict(title="test accuracy" if metric.endswith("accuracy") else metric,
                    tickformat=".0%" if metric.endswith("accuracy") else None, gridcolor="#E6E9EF", zeroline=False,
@@ -423,7 +213,7 @@ def critical_compression_bars(df: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Bar(
         x=[method_label(m) for m in rows["method"]], y=list(rows["log_compression"]),
         marker_color=[method_color(m) for m in rows["method"]],
-        text=[f"10^{x:.1f}<br>({_count(10 ** x)}×)" for x in rows["log_compression"]], textposition="auto",
+        text=[f"10^{x:.1f}<br>({count_text(10 ** x)}×)" for x in rows["log_compression"]], textposition="auto",
         insidetextanchor="end", cliponaxis=False,
         hovertemplate="<b>%{x}</b><br>collapses beyond compression 10^%{y:.2f}<extra></extra>", name="critical"))
     top = float(rows["log_compression"].max()) if len(rows) else 1.0
@@ -502,12 +292,6 @@ def conservation_chart(flows: pd.DataFrame | Mapping[str, pd.DataFrame]) -> go.F
 
 
 # ---- lottery tickets: IMP and GemMiner -----------------------------------------------------------------
-def _compression_ticks(densities: Sequence[float]) -> tuple[list[float], list[str]]:
-    """Tick positions (compression ratios) and texts ('dense'; '4.6×<br>78% removed') for these densities."""
-    xs = sorted({float(f"{1.0 / d:.3g}") for d in densities if d and d > 0})   # 9.9998x and 10x: one tick
-    return xs, ["dense" if x == 1 else f"{_count(x)}×<br>{percent(1 - 1 / x)} removed" for x in xs]
-
-
 def imp_rounds_chart(rounds: pd.DataFrame, planned: Sequence[float] = (), ticket: Mapping[str, float] | None = None,
                      others: Mapping[str, Mapping[str, float]] | None = None, chance: float | None = None,
                      uirevision: str = "imp-rounds") -> go.Figure:
@@ -556,7 +340,7 @@ def imp_rounds_chart(rounds: pd.DataFrame, planned: Sequence[float] = (), ticket
             marker=dict(symbol="diamond", size=14, color=other_color, line=dict(color="white", width=1)),
             hovertemplate=f"<b>{name}</b><br>{percent(float(point['density']))} kept<br>test accuracy "
                           f"{percent(float(point['accuracy']))}<extra></extra>"))
-    ticks, texts = _compression_ticks(list(planned) or [1.0 / x for x in xs] or [1.0])
+    ticks, texts = compression_ticks(list(planned) or [1.0 / x for x in xs] or [1.0])
     left, right = min(ticks + xs) / 1.25, max(ticks + xs) * 1.25
     if chance is not None:
         fig.add_trace(go.Scatter(x=[left, right], y=[chance, chance], mode="lines", name=f"chance ({percent(chance)})",
@@ -629,10 +413,6 @@ def gemminer_progress_chart(rows: pd.DataFrame, target_density: float | None = N
                       legend=dict(orientation="h", yanchor="top", y=-0.22, x=0), plot_bgcolor="white")
     return fig
 
-
-TICKET_COST_COLUMNS = ["method", "test_accuracy", "search_s", "train_s", "search_steps", "train_steps"]
-
-
 def ticket_cost_chart(table: pd.DataFrame, uirevision: str = "ticket-cost") -> go.Figure:
     """Accuracy and cost of each method's ticket at one sparsity, side by side: the test accuracy; the wall
     time and the training steps, each split into finding the mask (solid) and training it (hatched).
@@ -664,7 +444,7 @@ def ticket_cost_chart(table: pd.DataFrame, uirevision: str = "ticket-cost") -> g
                       row=1, col=col)
         fig.add_trace(go.Bar(x=labels, y=trained, name="training the found mask", legendgroup="train",
                              showlegend=col == 2, text=texts, textposition="outside", cliponaxis=False,
-                             marker=dict(color=[_rgba(c, 0.35) for c in colors], line=dict(color=colors, width=1.5),
+                             marker=dict(color=[rgba(c, 0.35) for c in colors], line=dict(color=colors, width=1.5),
                                          pattern=dict(shape="/", fgcolor=colors, size=6)),
                              hovertemplate="<b>%{x}</b><br>training the mask: %{y:,.3~f}" + unit + "<extra></extra>"),
                       row=1, col=col)
@@ -676,52 +456,7 @@ def ticket_cost_chart(table: pd.DataFrame, uirevision: str = "ticket-cost") -> g
     return fig
 
 
-def ticket_findings(table: pd.DataFrame, tolerance: float = 0.01) -> list[str]:
-    """What the IMP / GemMiner comparison says, as markdown sentences: how much faster GemMiner found its
-    mask (search wall time and steps), the whole cost with the training of the mask, and the accuracies.
-    `table` as for `ticket_cost_chart`; a method whose run is not finished is left out."""
-    rows = {m: r for m, r in zip(table["method"], table.to_dict("records")) if not pd.isna(r.get("test_accuracy"))}
-    if "imp" not in rows or "gemminer" not in rows:
-        return []
-    imp, gem = rows["imp"], rows["gemminer"]
-    sentences = []
-
-    def ratio(a: Any, b: Any) -> float | None:
-        return float(a) / float(b) if a is not None and b is not None and not pd.isna(a) and not pd.isna(b) \
-            and float(b) > 0 else None
-
-    search = ratio(imp.get("search_s"), gem.get("search_s"))
-    steps = ratio(imp.get("search_steps"), gem.get("search_steps"))
-    if search is not None:
-        faster = f"{search:.1f}× faster" if search >= 1 else f"{1 / search:.1f}× slower"
-        text = (f"**GemMiner found its mask {faster} than IMP**: {seconds_text(gem['search_s'])} against "
-                f"{seconds_text(imp['search_s'])}")
-        if steps is not None:
-            text += (f", {float(gem['search_steps']):,.0f} training steps of score learning against "
-                     f"{float(imp['search_steps']):,.0f} steps of IMP's rounds")
-        sentences.append(text + ".")
-    total = ratio((imp.get("search_s") or 0) + (imp.get("train_s") or 0), (gem.get("search_s") or 0)
-                  + (gem.get("train_s") or 0))
-    if total is not None:
-        sentences.append(f"With the training of the found mask, GemMiner took {total:.1f}× less wall time in all "
-                         if total >= 1 else f"With the training of the found mask, GemMiner took {1 / total:.1f}× "
-                                            "more wall time in all ")
-        sentences[-1] += (f"({seconds_text((gem.get('search_s') or 0) + (gem.get('train_s') or 0))} against "
-                          f"{seconds_text((imp.get('search_s') or 0) + (imp.get('train_s') or 0))}).")
-    gap = float(gem["test_accuracy"]) - float(imp["test_accuracy"])
-    if gap >= -tolerance:
-        sentences.append(f"Its ticket reached IMP-level accuracy: {percent(float(gem['test_accuracy']))} against "
-                         f"{percent(float(imp['test_accuracy']))} ({100 * gap:+.1f} points).")
-    else:
-        sentences.append(f"Its ticket is {100 * -gap:.1f} points less accurate: {percent(float(gem['test_accuracy']))} "
-                         f"against IMP's {percent(float(imp['test_accuracy']))}.")
-    return sentences
-
-
 # ---- gradient flow (Evci et al. 2022) --------------------------------------------------------------------
-VARIANT_COLORS = {"dense": DENSE_COLOR, "sparse": "#D55E00", "sparse_init": "#009E73", "lottery": METHOD_COLORS["imp"]}
-
-
 def gradient_flow_chart(df: pd.DataFrame, uirevision: str = "gradient-flow") -> go.Figure:
     """Gradient flow along training, one colour per variant (dense, sparse with the standard initialisation,
     sparse with the sparsity-aware one, lottery ticket). Left: the norm of the masked gradient on held-out
@@ -764,92 +499,8 @@ def gradient_flow_chart(df: pd.DataFrame, uirevision: str = "gradient-flow") -> 
     return fig
 
 
-def gradient_flow_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant of a `pc.gradient_flow` table: variant, label, density, init_grad_norm (at step 0),
-    mean_grad_norm (over training, initialisation excluded), init_test_accuracy (before training) and
-    final_test_accuracy (after the last epoch)."""
-    rows = []
-    for variant, group in df.groupby("variant", sort=False):
-        group = group.sort_values("step")
-        later = group[group["step"] > group["step"].min()]
-        tested = group[group["test_accuracy"].notna()]
-        rows.append({"variant": variant, "label": group["label"].iloc[0], "density": float(group["density"].iloc[0]),
-                     "init_grad_norm": float(group["grad_norm"].iloc[0]),
-                     "mean_grad_norm": float(later["grad_norm"].mean()) if len(later) else math.nan,
-                     "init_test_accuracy": float(tested["test_accuracy"].iloc[0]) if len(tested) else math.nan,
-                     "final_test_accuracy": float(tested["test_accuracy"].iloc[-1]) if len(tested) else math.nan})
-    return pd.DataFrame(rows, columns=["variant", "label", "density", "init_grad_norm", "mean_grad_norm",
-                                       "init_test_accuracy", "final_test_accuracy"])
-
-
-def _norm(value: float) -> str:
-    """A gradient norm with three significant digits: '5.00', '0.0105', '4.66'."""
-    return f"{value:#.3g}".rstrip(".") if math.isfinite(value) else "–"
-
-
-def _times(a: float, b: float) -> str:
-    """How a compares with b: '12× weaker', '3.1× stronger', 'about as strong'."""
-    if not (a > 0 and b > 0):
-        return "not comparable"
-    r = a / b
-    if 1 / 1.25 <= r <= 1.25:
-        return "about as strong as"
-    return f"{1 / r:.3g}× weaker than" if r < 1 else f"{r:.3g}× stronger than"
-
-
-def gradient_flow_findings(summary: pd.DataFrame, chance: float | None = None) -> list[str]:
-    """The story of a gradient-flow comparison in markdown sentences (Evci et al. 2022): how the sparse
-    network's gradient at initialisation compares with the dense one's, what the sparsity-aware
-    initialisation changes, and how the lottery ticket does (and, when its mask alone already classifies well
-    above `chance` before any training, that too). `summary` from `gradient_flow_summary`."""
-    by = {r["variant"]: r for r in summary.to_dict("records")}
-    sentences = []
-    dense, sparse, fixed, ticket = by.get("dense"), by.get("sparse"), by.get("sparse_init"), by.get("lottery")
-    if dense is not None and sparse is not None:
-        sentences.append(
-            "At initialisation the sparse network's gradient is "
-            f"**{_times(sparse['init_grad_norm'], dense['init_grad_norm'])}** the dense network's "
-            f"({_norm(sparse['init_grad_norm'])} vs {_norm(dense['init_grad_norm'])}): with the dense initialisation, "
-            "each unit of a sparse layer sums fewer inputs, so signals and gradients shrink from layer to layer.")
-    if sparse is not None and fixed is not None:
-        text = (f"The sparsity-aware initialisation (variance scaled by each unit's kept fan-in) starts the same "
-                f"sparse network with a gradient norm of {_norm(fixed['init_grad_norm'])}, "
-                f"{_times(fixed['init_grad_norm'], sparse['init_grad_norm'])} with the standard initialisation,")
-        if not (math.isnan(fixed["final_test_accuracy"]) or math.isnan(sparse["final_test_accuracy"])):
-            text += (f" and trains to {percent(fixed['final_test_accuracy'])} test accuracy against "
-                     f"{percent(sparse['final_test_accuracy'])}")
-        sentences.append(text.rstrip(",") + ".")
-    if ticket is not None:
-        text = f"The lottery ticket starts with a gradient norm of {_norm(ticket['init_grad_norm'])}"
-        if sparse is not None:
-            text += f" ({_times(ticket['init_grad_norm'], sparse['init_grad_norm'])} the sparse network's)"
-        if not math.isnan(ticket["final_test_accuracy"]):
-            text += f" and reaches {percent(ticket['final_test_accuracy'])}"
-        sentences.append(text + ". Evci et al. found that tickets do not win by better gradient flow: they "
-                                "relearn the solution of the dense network they were pruned from.")
-        start = ticket.get("init_test_accuracy", math.nan)
-        if chance is not None and not math.isnan(start) and start > chance + 0.1:
-            sentences.append(f"Before any training the ticket already classifies {percent(start)} of the test images "
-                             f"(chance: {percent(chance)}): its mask was chosen from the trained network's weights, so "
-                             "the mask alone already carries part of what training learnt (Zhou et al. 2019 call "
-                             "such masks supermasks).")
-    return sentences
-
-
 # ---- sanity checks (Frankle et al. 2021) -------------------------------------------------------------------
 SANITY_ORDER = ("none", "shuffle", "reinit", "invert")
-
-
-def _wrap(text: str, width: int = 16) -> str:
-    """Break a label into lines of about `width` characters (<br>) for a category axis."""
-    lines, line = [], ""
-    for word in str(text).split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "<br>".join(lines + [line])
 
 
 def sanity_chart(table: pd.DataFrame, tolerance: float = 0.01, chance: float | None = None,
@@ -879,7 +530,7 @@ def sanity_chart(table: pd.DataFrame, tolerance: float = 0.01, chance: float | N
         else:
             colors.append("#2E7D32" if value >= own - tolerance else COLLAPSE_COLOR)
             texts.append(f"{percent(value)}<br>({100 * (value - own):+.1f} pts)")
-    labels = [_wrap(label) for label in rows["label"]]
+    labels = [wrap_label(label) for label in rows["label"]]
     fig = go.Figure(go.Bar(x=labels, y=accuracy, marker_color=colors, text=texts, textposition="outside",
                            cliponaxis=False, name="test accuracy", showlegend=False,
                            hovertemplate="<b>%{x}</b><br>test accuracy %{y:.1%}<extra></extra>"))

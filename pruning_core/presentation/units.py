@@ -1,0 +1,146 @@
+"""Units and wording shared by the figures and the pages: sparsity as "% removed" and as compression 10^x,
+durations, method names and the one colour each method has on every chart.
+
+Nothing here imports Streamlit or Plotly, so the wording is tested in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pruning_core.config import DENSE
+from pruning_core.engine.methods import METHODS
+
+# A colour-blind-friendly qualitative palette (Okabe & Ito), then a few more for long method lists.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD", "#17BECF",
+           "#F0E442", "#7F7F7F", "#BCBD22"]
+DENSE_COLOR = "#333333"
+COLLAPSE_COLOR = "#C62828"
+
+
+# ---- names, colours and numbers ------------------------------------------------------------------
+def method_label(name: str) -> str:
+    """The display name of a method ('Dense baseline' for unpruned runs)."""
+    if name == DENSE:
+        return "Dense baseline"
+    return METHODS[name].label if name in METHODS else str(name)
+
+
+# Fixed colours for the methods the pages show most, so that SynFlow is blue on every chart.
+METHOD_COLORS = {"synflow": "#0072B2", "snip": "#D55E00", "grasp": "#009E73", "magnitude": "#CC79A7",
+                 "random": "#7F7F7F", "random_erk": "#BCBD22", "iter_snip": "#E69F00", "force": "#56B4E9",
+                 "imp": "#9467BD", "gemminer": "#17BECF"}
+
+
+def method_color(name: str) -> str:
+    """The same colour for a method on every page (fixed for known methods, else by registry order)."""
+    if name == DENSE:
+        return DENSE_COLOR
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    names = [n for n in METHODS if n not in METHOD_COLORS]
+    index = names.index(name) if name in names else len(names) + sum(map(ord, str(name)))
+    free = [c for c in PALETTE if c not in METHOD_COLORS.values()] or PALETTE  # not a fixed method's colour
+    return free[index % len(free)]
+
+
+def rgba(color: str, alpha: float) -> str:
+    """'#0072B2' at alpha 0.18 -> 'rgba(0,114,178,0.18)' (a method's colour for its error band)."""
+    color = color.lstrip("#")
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def log_compression(sparsity: float) -> float:
+    """x in compression 10^x for a sparsity (0.99 -> 2.0); 0 for a dense network."""
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return -math.log10(1.0 - sparsity)
+
+
+def sparsity_from_log(x: float) -> float:
+    """The sparsity of compression 10^x, rounded so that 10^2 gives exactly 0.99 (stable config keys)."""
+    if x < 0:
+        raise ValueError(f"log compression must be >= 0, got {x}")
+    return round(1.0 - 10.0 ** (-x), 6)
+
+
+def count_text(value: float) -> str:
+    """1234 -> '1,234', 25118.9 -> '25,119', 3.16 -> '3.2'."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with as many digits as it needs: 0.99 -> '99%', 0.999 -> '99.9%',
+    0.00098 -> '0.098%'."""
+    value = 100.0 * fraction
+    if value == 0 or value == 100:
+        return f"{value:.0f}%"
+    if value < 1:
+        return f"{value:.2g}%"
+    for decimals in range(1, 7):  # 99.999 must not read as 100
+        text = f"{value:.{decimals}f}"
+        if float(text) != 100:
+            break
+    return text.rstrip("0").rstrip(".") + "%"
+
+
+def compression_text(sparsity: float) -> str:
+    """'10^2.0 (100×)' for sparsity 0.99; 'none (dense)' for 0."""
+    if sparsity == 0:
+        return "none (dense)"
+    x = log_compression(sparsity)
+    return f"10^{x:.1f} ({count_text(10 ** x)}×)"
+
+
+def sparsity_text(sparsity: float) -> str:
+    """Sparsity in both vocabularies: '99.9% removed · compression 10^3.0 (1,000×)'."""
+    if sparsity == 0:
+        return "0% removed · dense network (no compression)"
+    return f"{percent(sparsity)} removed · compression {compression_text(sparsity)}"
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A short duration with the precision it needs: '0.42 s', '3.1 s', '45 s', '3 min 20 s'."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return duration_text(seconds)
+
+
+def duration_text(seconds: float | None) -> str:
+    """'45 s', '3 min 20 s', '1 h 05 min'; '–' when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def compression_ticks(densities: Sequence[float]) -> tuple[list[float], list[str]]:
+    """Tick positions (compression ratios) and texts ('dense'; '4.6×<br>78% removed') for these densities."""
+    xs = sorted({float(f"{1.0 / d:.3g}") for d in densities if d and d > 0})   # 9.9998x and 10x: one tick
+    return xs, ["dense" if x == 1 else f"{count_text(x)}×<br>{percent(1 - 1 / x)} removed" for x in xs]
+
+
+def wrap_label(text: str, width: int = 16) -> str:
+    """Break a label into lines of about `width` characters (<br>) for a category axis."""
+    lines, line = [], ""
+    for word in str(text).split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join(lines + [line])
+
+
+# Gradient flow's networks (Evci et al. 2022): the lottery ticket in IMP's colour.
+VARIANT_COLORS = {"dense": DENSE_COLOR, "sparse": "#D55E00", "sparse_init": "#009E73", "lottery": METHOD_COLORS["imp"]}

@@ -1,0 +1,67 @@
+"""Units and wording (pruning_core.presentation.units): sparsity in both vocabularies, durations, method names
+and colours."""
+
+import pytest
+
+from pruning_core.presentation import units
+
+
+@pytest.mark.parametrize("sparsity, text", [
+    (0.99, "99% removed · compression 10^2.0 (100×)"),
+    (0.999, "99.9% removed · compression 10^3.0 (1,000×)"),
+    (0.5, "50% removed · compression 10^0.3 (2×)"),
+    (0.0, "0% removed · dense network (no compression)"),
+])
+def test_sparsity_text_gives_both_vocabularies(sparsity, text):
+    assert units.sparsity_text(sparsity) == text
+
+
+def test_percent_never_rounds_a_high_sparsity_to_100():
+    assert units.percent(0.99999) == "99.999%"
+    assert units.percent(0.947) == "94.7%"
+    assert units.percent(0.00098) == "0.098%"
+    assert units.percent(1.0) == "100%"
+
+
+def test_log_compression_round_trip_gives_exact_preset_sparsities():
+    # The landing page's slider moves in log10 compression; 10^2 and 10^3 must be the presets' 0.99 and 0.999
+    # exactly, or the same configuration would get a different key and not be reused.
+    assert units.sparsity_from_log(2.0) == 0.99
+    assert units.sparsity_from_log(3.0) == 0.999
+    assert units.sparsity_from_log(0.0) == 0.0
+    assert round(units.log_compression(0.999), 6) == 3.0
+    with pytest.raises(ValueError):
+        units.log_compression(1.0)
+
+
+def test_duration_text():
+    assert units.duration_text(42) == "42 s"
+    assert units.duration_text(200) == "3 min 20 s"
+    assert units.duration_text(None) == "–"
+
+
+def test_method_colors_are_the_documented_ones_and_distinct():
+    names = ["synflow", "snip", "grasp", "magnitude", "random"]
+    colors = [units.method_color(n) for n in names]
+    assert len(set(colors)) == len(colors)
+    assert units.method_color("synflow") == "#0072B2"   # SynFlow is blue on every chart
+    assert units.method_color("imp") == units.METHOD_COLORS["imp"]
+    assert units.method_color("dense") == units.DENSE_COLOR
+    assert units.method_label("dense") == "Dense baseline"
+    assert units.method_label("synflow") == "SynFlow" and units.method_label("not_registered") == "not_registered"
+
+
+def test_an_unknown_method_gets_a_palette_colour_no_fixed_method_has():
+    # A method registered without a fixed colour (or a name the store kept from an older version): a palette
+    # colour that no fixed method uses, chosen from the name, so two such names do not all share one colour.
+    free = [c for c in units.PALETTE if c not in units.METHOD_COLORS.values()]
+    assert len(free) >= 2
+    colors = {name: units.method_color(name) for name in ("x", "y", "my_method")}
+    assert set(colors.values()) <= set(free)
+    assert colors["x"] != colors["y"]     # neighbouring names land on different free colours
+
+
+def test_every_registered_method_has_its_own_colour():
+    # IMP and GemMiner used to borrow SynFlow's and SNIP's colours (first palette entries).
+    colors = {name: units.method_color(name) for name in units.METHODS}
+    assert len(set(colors.values())) == len(colors), colors
