@@ -23,7 +23,8 @@ from typing import Any
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
-from pruning_core.engine.vocabulary import DENSE, LR_SCHEDULES, OPTIMIZERS, SANITY_CHECKS, SCHEDULES, SCOPES
+from pruning_core.engine.vocabulary import (DENSE, GEMMINER_INITS, LR_SCHEDULES, OPTIMIZERS, SANITY_CHECKS,
+                                           SCHEDULES, SCOPES)
 from pruning_core.registry import Registry
 
 # Bump when a change to the code makes old results with the same fields different,
@@ -39,13 +40,24 @@ def _registry_names(registry: Registry, extra: Sequence[str] = ()) -> Callable[[
     return names
 
 
+TRAINING = "training"   # group of the fields that are training settings (pc.train's keyword arguments)
+
+
 def option(default: Any, help: str, choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
            minimum: float | None = None, maximum: float | None = None, below: float | None = None,
-           label: str | None = None) -> Any:
-    """A config field with its help text and allowed values (`below` is an exclusive maximum)."""
+           above: float | None = None, label: str | None = None, group: str | None = None, method: str | None = None,
+           option_name: str | None = None) -> Any:
+    """A config field with its help text and allowed values (`below` / `above`: exclusive maximum / minimum).
+
+    `group=TRAINING` marks a training setting. `method` marks an option of one method (IMP, GemMiner): it is
+    handed to that method as pc.prune's option `option_name` (default: the field's name), is ignored (and
+    left out of the key) for every other method, and must stay None by default so that adding such a field
+    leaves every existing result's key unchanged."""
+    if method is not None and default is not None:
+        raise ValueError("a method option's default must be None (the method's own default applies)")
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "below": below,
-        "label": label,
+        "above": above, "label": label, "group": group, "method": method, "option": option_name,
     })
 
 
@@ -61,7 +73,7 @@ class RunConfig:
     method: str = option("synflow", "How each weight is scored before the lowest-scoring ones are removed "
                          "('dense' = no pruning, the baseline).", choices=_registry_names(METHODS, (DENSE,)),
                          label="Pruning method")
-    sparsity: float = option(0.9, "Fraction of prunable weights removed (0.99 = 99% removed = compression 10^2). "
+    sparsity: float = option(0.99, "Fraction of prunable weights removed (0.99 = 99% removed = compression 10^2). "
                              "0 trains the dense network.", minimum=0.0, below=1.0, label="Sparsity")
     schedule: str = option("exponential", "How density shrinks over the pruning rounds: 'exponential' removes the "
                            "same fraction of the remaining weights each round, 'linear' the same number.",
@@ -77,22 +89,41 @@ class RunConfig:
                                "Evci et al. 2022 (variance scaled by each unit's kept fan-in).",
                                label="Sparsity-aware init")
     epochs: int = option(10, "Training epochs after pruning (0 = prune and evaluate only).", minimum=0,
-                         label="Epochs")
+                         label="Epochs", group=TRAINING)
     batch_size: int | None = option(None, "Training batch size. Empty uses the dataset's default.", minimum=1,
-                                    label="Batch size")
+                                    label="Batch size", group=TRAINING)
     optimizer: str | None = option(None, "Optimizer: 'sgd' (Nesterov momentum 0.9) or 'adam'. Empty uses the "
-                                   "dataset's default.", choices=OPTIMIZERS, label="Optimizer")
+                                   "dataset's default.", choices=OPTIMIZERS, label="Optimizer", group=TRAINING)
     lr: float | None = option(None, "Peak learning rate. Empty uses the dataset's default.", minimum=0.0,
-                              label="Learning rate")
+                              label="Learning rate", group=TRAINING)
     lr_schedule: str | None = option(None, "Learning-rate schedule over training. Empty uses the dataset's "
-                                     "default.", choices=LR_SCHEDULES, label="LR schedule")
+                                     "default.", choices=LR_SCHEDULES, label="LR schedule", group=TRAINING)
     weight_decay: float | None = option(None, "L2 weight decay. Empty uses the dataset's default.", minimum=0.0,
-                                        label="Weight decay")
+                                        label="Weight decay", group=TRAINING)
     label_smoothing: float | None = option(None, "Label smoothing of the cross-entropy loss. Empty uses the "
-                                           "dataset's default.", minimum=0.0, below=1.0, label="Label smoothing")
+                                           "dataset's default.", minimum=0.0, below=1.0, label="Label smoothing",
+                                           group=TRAINING)
     prune_batches: int | None = option(None, "Batches of training data that data-driven methods (SNIP, GraSP, "
                                        "FORCE) score on. Empty uses the method's default.", minimum=1,
                                        label="Scoring batches")
+    prune_fraction: float | None = option(None, "IMP: fraction of the remaining weights removed per round (the "
+                                          "paper's 0.2); sets the number of rounds. Empty: the rounds follow the "
+                                          "schedule.", above=0.0, below=1.0, label="IMP: pruned per round",
+                                          method="imp")
+    rewind_step: int | None = option(None, "IMP: training step the surviving weights are rewound to after each "
+                                     "round (0 = the original initialisation, the original lottery ticket; a few "
+                                     "hundred = late rewinding). Empty: 0.", minimum=0, label="IMP: rewind to step",
+                                     method="imp")
+    score_lr: float | None = option(None, "GemMiner: learning rate of the scores (the paper's 0.1 is for tens of "
+                                    "thousands of steps). Empty: 10, which moves the scores in a digits-sized run.",
+                                    above=0.0, label="GemMiner: score learning rate", method="gemminer")
+    regularization: float | None = option(None, "GemMiner: weight λ of the sparsity regulariser λ‖p‖² on the "
+                                          "scores. Empty: the paper's 1e-4.", minimum=0.0,
+                                          label="GemMiner: regularisation", method="gemminer")
+    gemminer_init: str | None = option(None, "GemMiner: mine on the model's own random weights ('model') or on "
+                                       "the paper's signed constants sign(w)·√(2/fan_in) ('signed_constant'). "
+                                       "Empty: 'model'.", choices=GEMMINER_INITS, label="GemMiner: weights",
+                                       method="gemminer", option_name="init")
     seed: int = option(0, "Random seed for the initial weights, data order and random pruning; the same seed "
                        "gives the same initial weights to every method.", minimum=0, label="Seed")
 
@@ -114,8 +145,10 @@ class RunConfig:
         field, so all of them map to one 'dense' configuration and share one key."""
         if self.sparsity == 0 or self.method == DENSE:
             return dataclasses.replace(self, method=DENSE, sparsity=0.0, schedule="exponential", iterations=None,
-                                       scope="global", sanity="none", sparse_init=False, prune_batches=None)
-        return self
+                                       scope="global", sanity="none", sparse_init=False, prune_batches=None,
+                                       **{f.name: None for f in METHOD_OPTION_FIELDS})
+        foreign = {f.name: None for f in METHOD_OPTION_FIELDS if f.metadata["method"] != self.method}
+        return dataclasses.replace(self, **foreign) if any(getattr(self, n) is not None for n in foreign) else self
 
     @property
     def is_dense(self) -> bool:
@@ -124,6 +157,9 @@ class RunConfig:
     def key(self) -> str:
         """Stable 16-hex-digit name of this configuration (same computation and seed -> same key)."""
         fields = self.canonical()._typed_values()
+        for f in METHOD_OPTION_FIELDS:   # unset method options are not part of the key: old keys stay valid
+            if fields[f.name] is None:
+                del fields[f.name]
         canonical = json.dumps({"version": CONFIG_VERSION, **fields}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -171,6 +207,8 @@ class RunConfig:
                     raise ValueError(f"{f.name} must be <= {meta['maximum']}, got {value}")
                 if meta["below"] is not None and value >= meta["below"]:
                     raise ValueError(f"{f.name} must be below {meta['below']}, got {value}")
+                if meta["above"] is not None and value <= meta["above"]:
+                    raise ValueError(f"{f.name} must be above {meta['above']}, got {value}")
             choices = field_choices(f.name)
             if choices is not None and value not in choices:
                 raise ValueError(f"unknown {f.name} {value!r}; choose one of: {', '.join(choices)}")
@@ -246,3 +284,24 @@ def help_text(name: str) -> str:
 
 def field_label(name: str) -> str:
     return config_field(name).metadata["label"] or name.replace("_", " ").capitalize()
+
+
+METHOD_OPTION_FIELDS = tuple(f for f in dataclasses.fields(RunConfig) if f.metadata["method"] is not None)
+# The training settings, in field order: pc.train's keyword arguments, and what IMP and GemMiner train with.
+TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["group"] == TRAINING)
+
+
+def training_settings(config: RunConfig) -> dict[str, Any]:
+    """The configuration's training settings that are set (unset ones take the dataset's defaults)."""
+    return {name: getattr(config, name) for name in TRAINING_FIELDS if getattr(config, name) is not None}
+
+
+def method_options(config: RunConfig) -> dict[str, Any]:
+    """pc.prune's options for the configuration's method from its method-option fields that are set."""
+    return {f.metadata["option"] or f.name: getattr(config, f.name) for f in METHOD_OPTION_FIELDS
+            if f.metadata["method"] == config.method and getattr(config, f.name) is not None}
+
+
+def option_fields(method: str) -> list[str]:
+    """Names of the method-option fields of one method (e.g. IMP's prune_fraction and rewind_step)."""
+    return [f.name for f in METHOD_OPTION_FIELDS if f.metadata["method"] == method]

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import inspect
 import json
 
 import pytest
 
 import pruning_core as pc
-from pruning_core.config import DENSE, RunConfig, field_choices, help_text
+from pruning_core.config import (
+    CONFIG_VERSION,
+    DENSE,
+    TRAINING_FIELDS,
+    RunConfig,
+    config_field,
+    field_choices,
+    help_text,
+    method_options,
+    option_fields,
+    training_settings,
+)
+from pruning_core.engine.settings import TRAIN_DEFAULT_KEYS, TrainSettings
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
 
@@ -32,6 +46,11 @@ CHANGED = {
     "weight_decay": 1e-4,
     "label_smoothing": 0.1,
     "prune_batches": 2,
+    "prune_fraction": 0.3,
+    "rewind_step": 20,
+    "score_lr": 0.1,
+    "regularization": 1e-3,
+    "gemminer_init": "signed_constant",
     "seed": 1,
 }
 
@@ -66,7 +85,8 @@ def test_key_does_not_depend_on_int_or_float_spelling_of_a_number():
 
 @pytest.mark.parametrize("name", FIELD_NAMES)
 def test_key_changes_when_any_field_changes(name):
-    base = RunConfig()
+    method = config_field(name).metadata["method"]   # a method's option changes the key of that method's runs
+    base = RunConfig(method=method) if method else RunConfig()
     changed = base.replace(**{name: CHANGED[name]})
     assert changed.key() != base.key()
 
@@ -79,6 +99,52 @@ def test_unpruned_configs_share_one_dense_key():
     # ...but not the training fields.
     assert RunConfig(method=DENSE, sparsity=0.0, epochs=3).key() != dense.key()
     assert dense.is_dense and not RunConfig().is_dense
+
+
+def test_method_options_belong_to_their_method_only():
+    # IMP's prune_fraction on a SynFlow run changes nothing, so it must not make a second result.
+    assert RunConfig(method="synflow", prune_fraction=0.5).key() == RunConfig(method="synflow").key()
+    assert RunConfig(method="synflow", prune_fraction=0.5).canonical().prune_fraction is None
+    assert RunConfig(method="imp", prune_fraction=0.5).key() != RunConfig(method="imp").key()
+    assert RunConfig(method="imp", sparsity=0, rewind_step=3).key() == RunConfig(method=DENSE, sparsity=0).key()
+    assert option_fields("imp") == ["prune_fraction", "rewind_step"]
+    assert option_fields("gemminer") == ["score_lr", "regularization", "gemminer_init"]
+
+
+def test_unset_method_options_leave_the_key_as_it_was_before_they_existed():
+    # The key is the hash of the fields without the (unset) method options, as it was before they were added.
+    config = RunConfig(method="imp", sparsity=0.8, seed=2)
+    values = config._typed_values()
+    for name in option_fields("imp") + option_fields("gemminer"):
+        del values[name]
+    expected = hashlib.sha256(json.dumps({"version": CONFIG_VERSION, **values}, sort_keys=True,
+                                         separators=(",", ":")).encode()).hexdigest()[:16]
+    assert config.key() == expected
+
+
+def test_method_options_reach_the_method_under_its_option_names():
+    config = RunConfig(method="gemminer", score_lr=0.5, gemminer_init="signed_constant", prune_fraction=0.2)
+    assert method_options(config) == {"score_lr": 0.5, "init": "signed_constant"}
+    assert method_options(RunConfig(method="imp", rewind_step=0)) == {"rewind_step": 0}
+    assert method_options(RunConfig(method="snip")) == {}
+
+
+def test_training_fields_are_the_settings_pc_train_and_the_datasets_know():
+    train_keywords = set(inspect.signature(pc.train).parameters)
+    assert set(TRAINING_FIELDS) <= train_keywords
+    assert set(TRAINING_FIELDS) == set(TRAIN_DEFAULT_KEYS)
+    assert set(pc.DATASETS['digits'].train_defaults) == set(TRAIN_DEFAULT_KEYS)
+    assert set(TRAINING_FIELDS) == {f.name for f in dataclasses.fields(TrainSettings) if f.name != "momentum"}
+    assert training_settings(RunConfig(epochs=3, lr=0.1)) == {"epochs": 3, "lr": 0.1}
+
+
+def test_a_method_option_is_a_command_line_flag_with_its_range():
+    parser = parser_for()
+    assert parser.parse_args(["--prune-fraction", "0.2"]).prune_fraction == 0.2
+    with pytest.raises(ValueError, match="prune_fraction must be above 0"):
+        RunConfig(method="imp", prune_fraction=0.0).validate()
+    with pytest.raises(ValueError, match="unknown gemminer_init 'zeros'"):
+        RunConfig(method="gemminer", gemminer_init="zeros").validate()
 
 
 # ---- validate --------------------------------------------------------------------------------------

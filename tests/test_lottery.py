@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pruning_core as pc
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import kept_count, prunable_weights, round_densities
 from pruning_core.studies.lottery import imp_round_densities, signed_constant
 
 
@@ -28,7 +28,7 @@ def state(model):
 
 
 def total_weights(model):
-    return sum(w.numel() for _, _, w in mk.prunable_weights(model))
+    return sum(w.numel() for _, _, w in prunable_weights(model))
 
 
 # ---- IMP ---------------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def test_imp_reaches_the_target_through_the_stated_rounds_and_masks_only_shrink(
     result = pc.prune(model, "imp", 0.9, digits, iterations=3, options={"epochs": 1, "record_masks": True})
     rounds = result.details["round_masks"]
     assert len(rounds) == 3 == result.iterations
-    expected = [mk.kept_count(d, total) for d in mk.round_densities(0.1, 3, "exponential")]
+    expected = [kept_count(d, total) for d in round_densities(0.1, 3, "exponential")]
     assert [sum(int(m.sum()) for m in r.values()) for r in rounds] == expected
     for before, after in zip(rounds, rounds[1:]):
         for name in after:

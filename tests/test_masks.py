@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import (all_kept, allocate_counts, density_of, erk_densities, kept_count, layer_kind,
+                                       round_densities, select_per_layer, select_top_k, shuffle_within_layers)
 
 
 def tiny_mlp(seed: int = 0) -> nn.Module:
@@ -24,7 +25,7 @@ def test_prunable_weights_are_conv_and_linear_weights_named_as_in_named_paramete
     assert [n for n, _, _ in found] == ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
     for name, module, weight in found:
         assert params[name] is weight and module.weight is weight
-    assert [mk.layer_kind(m) for _, m, _ in found] == ["conv", "conv", "conv", "linear"]
+    assert [layer_kind(m) for _, m, _ in found] == ["conv", "conv", "conv", "linear"]
     # BatchNorm weights and biases are not prunable.
     assert not any("bn" in n or n.endswith("bias") for n, _, _ in found)
 
@@ -39,39 +40,39 @@ def test_bare_layer_is_named_weight_and_a_shared_weight_is_listed_once():
 
 # ---- schedules and counts ----------------------------------------------------------------------------
 def test_round_densities_follow_the_schedules_and_end_exactly_at_the_target():
-    exponential = mk.round_densities(0.001, 3, "exponential")
+    exponential = round_densities(0.001, 3, "exponential")
     assert exponential == pytest.approx([0.1, 0.01, 0.001])
     assert exponential[-1] == 0.001
-    assert mk.round_densities(0.1, 3, "linear") == pytest.approx([0.7, 0.4, 0.1])
-    assert mk.round_densities(0.3, 1, "linear") == [0.3]
+    assert round_densities(0.1, 3, "linear") == pytest.approx([0.7, 0.4, 0.1])
+    assert round_densities(0.3, 1, "linear") == [0.3]
     # Exponential removes the same fraction of the remaining weights every round.
-    steps = mk.round_densities(0.05, 10, "exponential")
+    steps = round_densities(0.05, 10, "exponential")
     ratios = [b / a for a, b in zip([1.0, *steps[:-1]], steps)]
     assert ratios == pytest.approx([0.05 ** 0.1] * 10)
     with pytest.raises(ValueError, match="unknown schedule 'cosine'; choose one of: exponential, linear"):
-        mk.round_densities(0.1, 3, "cosine")
+        round_densities(0.1, 3, "cosine")
 
 
 def test_kept_count_rounds_density_times_total():
-    assert mk.kept_count(0.1, 1234) == 123
-    assert mk.kept_count(0.001, 1500) == 2    # 1.5 rounds to even
-    assert mk.kept_count(0.0035, 1000) == 4   # 3.5 rounds to even
-    assert mk.kept_count(1.0, 17) == 17
+    assert kept_count(0.1, 1234) == 123
+    assert kept_count(0.001, 1500) == 2    # 1.5 rounds to even
+    assert kept_count(0.0035, 1000) == 4   # 3.5 rounds to even
+    assert kept_count(1.0, 17) == 17
 
 
 def test_allocate_counts_largest_remainder_with_ties_to_the_earlier_layer():
     # Ideal 1.5, 2.5, 3.5 -> floors 1, 2, 3 and two leftover weights for the first two layers.
-    assert mk.allocate_counts([0.5, 0.5, 0.5], [3, 5, 7], 8) == [2, 3, 3]
+    assert allocate_counts([0.5, 0.5, 0.5], [3, 5, 7], 8) == [2, 3, 3]
     # Ideal 0.4, 1.2, 1.2 -> floors 0, 1, 1; the leftover goes to the largest remainder (0.4).
-    assert mk.allocate_counts([0.1, 0.1, 0.1], [4, 12, 12], 3) == [1, 1, 1]
+    assert allocate_counts([0.1, 0.1, 0.1], [4, 12, 12], 3) == [1, 1, 1]
     # Never above a layer's size.
-    assert mk.allocate_counts([1.0, 0.1], [2, 10], 5) == [2, 3]
+    assert allocate_counts([1.0, 0.1], [2, 10], 5) == [2, 3]
 
 
 def test_allocate_counts_moves_weights_a_capped_layer_cannot_take():
     # In iterative pruning a layer that kept 0 weights last round cannot get one back.
-    assert mk.allocate_counts([0.1, 0.1, 0.1], [4, 12, 12], 3, caps=[0, 12, 12]) == [0, 2, 1]
-    assert sum(mk.allocate_counts([0.3] * 4, [10, 10, 10, 10], 12, caps=[2, 3, 10, 10])) == 12
+    assert allocate_counts([0.1, 0.1, 0.1], [4, 12, 12], 3, caps=[0, 12, 12]) == [0, 2, 1]
+    assert sum(allocate_counts([0.3] * 4, [10, 10, 10, 10], 12, caps=[2, 3, 10, 10])) == 12
 
 
 def test_erk_densities_hand_computed():
@@ -79,13 +80,13 @@ def test_erk_densities_hand_computed():
     # raw density sum/prod: 24/128, 16/64, 11/24; epsilon * sum(raw * size) = density * 216 with
     # sum(raw * size) = 24 + 16 + 11 = 51.
     eps = 0.2 * 216 / 51
-    assert mk.erk_densities(shapes, 0.2) == pytest.approx([24 / 128 * eps, 16 / 64 * eps, 11 / 24 * eps])
+    assert erk_densities(shapes, 0.2) == pytest.approx([24 / 128 * eps, 16 / 64 * eps, 11 / 24 * eps])
     # At 0.6 the last layer would need 11/24 * 129.6/51 = 1.16 > 1: it is made dense and epsilon is
     # solved again for the other two: (129.6 - 24) / (24 + 16) = 2.64.
-    assert mk.erk_densities(shapes, 0.6) == pytest.approx([24 / 128 * 2.64, 16 / 64 * 2.64, 1.0])
-    assert mk.erk_densities(shapes, 1.0) == pytest.approx([1.0, 1.0, 1.0])
+    assert erk_densities(shapes, 0.6) == pytest.approx([24 / 128 * 2.64, 16 / 64 * 2.64, 1.0])
+    assert erk_densities(shapes, 1.0) == pytest.approx([1.0, 1.0, 1.0])
     conv = [(4, 2, 3, 3), (10, 4)]       # raw 12/72 and 14/40
-    dens = mk.erk_densities(conv, 0.25)
+    dens = erk_densities(conv, 0.25)
     assert dens[0] / dens[1] == pytest.approx((12 / 72) / (14 / 40))
     assert dens[0] * 72 + dens[1] * 40 == pytest.approx(0.25 * 112)
 
@@ -93,45 +94,45 @@ def test_erk_densities_hand_computed():
 # ---- exact top-k --------------------------------------------------------------------------------------
 def test_select_top_k_ranks_globally():
     scores = {"a": torch.tensor([3.0, 1.0, 2.0]), "b": torch.tensor([[5.0, 0.0], [2.5, 4.0]])}
-    masks = mk.select_top_k(scores, 3)
+    masks = select_top_k(scores, 3)
     assert masks["a"].tolist() == [True, False, False]
     assert masks["b"].tolist() == [[True, False], [False, True]]
     assert masks["a"].dtype == torch.bool and masks["b"].shape == (2, 2)
-    assert int(sum(m.sum() for m in mk.select_top_k(scores, 0).values())) == 0
-    assert all(m.all() for m in mk.select_top_k(scores, 10).values())
+    assert int(sum(m.sum() for m in select_top_k(scores, 0).values())) == 0
+    assert all(m.all() for m in select_top_k(scores, 10).values())
 
 
 def test_select_top_k_keeps_an_exact_count_with_ties_going_to_the_lower_index():
     scores = {"a": torch.zeros(4), "b": torch.zeros(3)}
-    masks = mk.select_top_k(scores, 5)
+    masks = select_top_k(scores, 5)
     assert masks["a"].tolist() == [True] * 4 and masks["b"].tolist() == [True, False, False]
     # Many ties: compare with a stable descending sort.
     gen = torch.Generator().manual_seed(0)
     flat = torch.randint(0, 5, (1000,), generator=gen).float()
-    keep = mk.select_top_k({"x": flat}, 337)["x"]
+    keep = select_top_k({"x": flat}, 337)["x"]
     expected = torch.zeros(1000, dtype=torch.bool)
     expected[torch.sort(flat, descending=True, stable=True).indices[:337]] = True
     assert torch.equal(keep, expected)
 
 
 def test_select_top_k_ranks_nan_lowest():
-    masks = mk.select_top_k({"a": torch.tensor([float("nan"), 0.0, -1.0])}, 2)
+    masks = select_top_k({"a": torch.tensor([float("nan"), 0.0, -1.0])}, 2)
     assert masks["a"].tolist() == [False, True, True]
 
 
 def test_select_top_k_only_keeps_candidates():
     scores = {"a": torch.tensor([9.0, 8.0, 1.0]), "b": torch.tensor([7.0, 2.0])}
     candidates = {"a": torch.tensor([False, True, True]), "b": torch.tensor([False, True])}
-    masks = mk.select_top_k(scores, 2, candidates)
+    masks = select_top_k(scores, 2, candidates)
     assert masks["a"].tolist() == [False, True, False] and masks["b"].tolist() == [False, True]
     # Fewer candidates than k: all of them, nothing else.
-    masks = mk.select_top_k(scores, 4, candidates)
+    masks = select_top_k(scores, 4, candidates)
     assert masks["a"].tolist() == [False, True, True] and masks["b"].tolist() == [False, True]
 
 
 def test_select_per_layer_keeps_each_layers_count_of_its_best_weights():
     scores = {"a": torch.tensor([1.0, 9.0, 3.0]), "b": torch.tensor([100.0, 50.0, 0.5, 0.1])}
-    masks = mk.select_per_layer(scores, {"a": 2, "b": 1})
+    masks = select_per_layer(scores, {"a": 2, "b": 1})
     assert masks["a"].tolist() == [False, True, True]
     assert masks["b"].tolist() == [True, False, False, False]
 
@@ -220,12 +221,11 @@ def test_attach_masks_converts_numeric_masks_to_bool():
 
 
 # ---- small helpers ----------------------------------------------------------------------------------------
-def test_density_and_iter_layers():
+def test_density_of_counts_kept_weights_over_all_tensors():
     masks = {"a": torch.tensor([True, False, False, False]), "b": torch.ones(2, 3, dtype=torch.bool)}
-    assert list(mk.iter_layers(masks)) == [("a", 1, 4), ("b", 6, 6)]
-    assert mk.density_of(masks) == pytest.approx(7 / 10)
-    assert mk.density_of({}) == 1.0
-    kept = mk.all_kept([("w", torch.zeros(2, 2))])
+    assert density_of(masks) == pytest.approx(7 / 10)
+    assert density_of({}) == 1.0
+    kept = all_kept([("w", torch.zeros(2, 2))])
     assert kept["w"].dtype == torch.bool and kept["w"].all()
 
 
@@ -233,13 +233,13 @@ def test_shuffle_within_layers_keeps_counts_and_moves_weights():
     gen = torch.Generator().manual_seed(0)
     masks = {"a": torch.arange(200).view(10, 20) < 30, "b": torch.arange(50) < 5}
     original = {n: m.clone() for n, m in masks.items()}
-    shuffled = mk.shuffle_within_layers(masks, gen)
+    shuffled = shuffle_within_layers(masks, gen)
     for name in masks:
         assert shuffled[name].shape == masks[name].shape and shuffled[name].dtype == torch.bool
         assert int(shuffled[name].sum()) == int(masks[name].sum())
         assert not torch.equal(shuffled[name], masks[name])
         assert torch.equal(masks[name], original[name])  # the input is not modified
-    again = mk.shuffle_within_layers(masks, torch.Generator().manual_seed(0))
+    again = shuffle_within_layers(masks, torch.Generator().manual_seed(0))
     assert all(torch.equal(again[n], shuffled[n]) for n in masks)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import pruning_core as pc
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import round_densities, select_top_k
 
 SHAPE = (1, 4, 4)
 CLASSES = 3
@@ -110,7 +110,7 @@ def test_prune_reaches_the_requested_sparsity_and_zeroes_exactly_the_pruned_weig
 
     assert result.method == method and result.schedule == schedule and result.scope == scope
     assert result.sparsity == sparsity and result.iterations == 3
-    assert result.round_densities == pytest.approx(mk.round_densities(0.2, 3, schedule))
+    assert result.round_densities == pytest.approx(round_densities(0.2, 3, schedule))
     assert result.density == pytest.approx(kept(masks) / total)
     assert result.compression == pytest.approx(total / kept(masks))
     assert set(result.scores) == set(names)
@@ -278,16 +278,18 @@ def test_synflow_scores_on_plain_vgg19_are_finite_and_conserved():
 # ---- iterative methods ------------------------------------------------------------------------------------
 @pytest.fixture
 def recorded_rounds(monkeypatch):
-    """The mask chosen in every round of pc.prune (global scope selects through masks.select_top_k)."""
+    """The mask chosen in every round of pc.prune (global scope selects through select_top_k)."""
     rounds = []
-    original = mk.select_top_k
+    original = select_top_k
 
     def spy(scores, k, candidates=None):
         chosen = original(scores, k, candidates)
         rounds.append({n: m.clone() for n, m in chosen.items()})
         return chosen
 
-    monkeypatch.setattr(mk, "select_top_k", spy)
+    # prune selects through its own name for global scope; select_per_layer through the masks module's.
+    monkeypatch.setattr("pruning_core.engine.prune.select_top_k", spy)
+    monkeypatch.setattr("pruning_core.engine.masks.select_top_k", spy)
     return rounds
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import pruning_core as pc
-from pruning_core.engine.training import TrainSettings, collapse_warnings
+from pruning_core.engine.settings import TrainSettings
+from pruning_core.engine.training import collapse_warnings
 
 
 @pytest.fixture(scope="module")

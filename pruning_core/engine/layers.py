@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import layer_kind, prunable_weights
 
 LAYER_COLUMNS = ["name", "kind", "shape", "total", "kept", "density", "effective_kept", "effective_density",
                  "flops_dense", "flops_kept"]
@@ -24,12 +24,12 @@ def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
     conv, leading dimensions of a linear layer), from one forward pass of a zero input."""
     positions: dict[str, int] = {}
     handles = []
-    for name, module, _ in mk.prunable_weights(model):
+    for name, module, _ in prunable_weights(model):
         def record(mod, inputs, output, _name=name):
             per_sample = output.shape[2:] if isinstance(mod, nn.Conv2d) else output.shape[1:-1]
             positions[_name] = int(math.prod(per_sample))
         handles.append(module.register_forward_hook(record))
-    first = mk.prunable_weights(model)[0][2]
+    first = prunable_weights(model)[0][2]
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     was_training = model.training
     model.eval()
@@ -91,7 +91,7 @@ def layer_table(model: nn.Module, masks: Mapping[str, torch.Tensor], input_shape
     positions = output_positions(model, input_shape)
     effective = effective_masks(model, masks, input_shape)
     rows = []
-    for name, module, weight in mk.prunable_weights(model):
+    for name, module, weight in prunable_weights(model):
         if name not in masks:
             continue
         total = weight.numel()
@@ -99,7 +99,7 @@ def layer_table(model: nn.Module, masks: Mapping[str, torch.Tensor], input_shape
         eff = int(effective[name].sum())
         per_sample = positions.get(name, 1)
         rows.append({
-            "name": name, "kind": mk.layer_kind(module), "shape": "x".join(str(s) for s in weight.shape),
+            "name": name, "kind": layer_kind(module), "shape": "x".join(str(s) for s in weight.shape),
             "total": total, "kept": kept, "density": kept / total,
             "effective_kept": eff, "effective_density": eff / total,
             "flops_dense": 2 * total * per_sample, "flops_kept": 2 * kept * per_sample,

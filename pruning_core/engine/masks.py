@@ -8,7 +8,7 @@ A mask is a bool tensor with the weight's shape (True = kept), keyed by the para
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -272,12 +272,6 @@ def detach_masks(model: nn.Module) -> None:
     for _, module, _ in prunable_weights(model):
         if MASK_BUFFER in module._buffers:
             del module._buffers[MASK_BUFFER]
-
-
-def iter_layers(masks: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, int, int]]:
-    """(name, kept, total) for every mask."""
-    for name, mask in masks.items():
-        yield name, int(mask.sum()), mask.numel()
 
 
 def density_of(masks: Mapping[str, torch.Tensor]) -> float:

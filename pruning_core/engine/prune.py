@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import (all_kept, allocate_counts, attach_masks, kept_count, prunable_weights,
+                                       round_densities, select_per_layer, select_top_k, shuffle_within_layers)
 from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS, MethodSpec, ScoringContext
 from pruning_core.engine.vocabulary import SCHEDULES, SCOPES
@@ -113,7 +114,7 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
         raise ValueError(f"iterations must be a whole number >= 1 (1 = one-shot), got {iterations!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    prunable = mk.prunable_weights(model)
+    prunable = prunable_weights(model)
     if not prunable:
         raise ValueError("the model has no nn.Conv2d or nn.Linear weight to prune; pass a model that contains some")
     device = prunable[0][2].device
@@ -141,14 +142,14 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
         masks, scores, densities = _score_and_select(ctx, spec, density, schedule, scope, invert, progress)
 
     if shuffle:
-        masks = mk.shuffle_within_layers(masks, generator)
+        masks = shuffle_within_layers(masks, generator)
     with torch.no_grad():
         if reinit:
             for name, weight in weights.items():
                 # Redraw from a zero-mean normal with the layer's own init spread (Kaiming-normal for our models).
                 std = float(weight.float().std()) if weight.numel() > 1 else 1.0
                 weight.copy_(torch.randn(weight.shape, generator=generator).to(weight) * std)
-    mk.attach_masks(model, masks)
+    attach_masks(model, masks)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # so that elapsed_s counts the GPU work, not just its launch
     pruned_s = time.perf_counter() - started
@@ -165,26 +166,36 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
 
 def _score_and_select(ctx: ScoringContext, spec: MethodSpec, density: float, schedule: str, scope: str,
                       invert: bool, progress: Callable[[int, int], None] | None):
+    """The core loop of every scoring method: for each round of the schedule, score the weights through the
+    current masks, then keep the exact number of weights the round's density allows.
+
+    Each round's density comes from `round_densities` (one round for one-shot methods). Scores are ranked
+    negated when `invert` (the sanity check that prunes the best weights). A method that does not revive
+    (`spec.revives` False) ranks only the weights still kept, so a pruned weight never returns; FORCE ranks
+    every weight. Selection is global (`select_top_k`, ties broken so that exactly the count is kept) unless
+    the scope is layerwise or the method fixes its layer densities (ERK), in which case the total is
+    allocated to layers first and each layer keeps its own top count. Returns (masks, last scores, round
+    densities)."""
     names = list(ctx.weights)
     shapes = [tuple(ctx.weights[n].shape) for n in names]
     totals = [ctx.weights[n].numel() for n in names]
-    masks = mk.all_kept([(n, ctx.weights[n]) for n in names])
+    masks = all_kept([(n, ctx.weights[n]) for n in names])
     scores: dict[str, torch.Tensor] = {}
-    densities = mk.round_densities(density, ctx.rounds, schedule) if density < 1.0 else [1.0]
+    densities = round_densities(density, ctx.rounds, schedule) if density < 1.0 else [1.0]
     for index, round_density in enumerate(densities):
         ctx.round = index
         scores = spec.score(ctx, masks)  # type: ignore[misc]
         ranking = {n: -s for n, s in scores.items()} if invert else scores
         candidates = None if spec.revives else masks
-        total_kept = mk.kept_count(round_density, sum(totals))
+        total_kept = kept_count(round_density, sum(totals))
         if spec.layer_densities is not None or scope == "layerwise":
             layer_density = (spec.layer_densities(shapes, round_density) if spec.layer_densities is not None
                              else [round_density] * len(names))
             caps = None if candidates is None else [int(candidates[n].sum()) for n in names]
-            counts = dict(zip(names, mk.allocate_counts(layer_density, totals, total_kept, caps)))
-            masks = mk.select_per_layer(ranking, counts, candidates)
+            counts = dict(zip(names, allocate_counts(layer_density, totals, total_kept, caps)))
+            masks = select_per_layer(ranking, counts, candidates)
         else:
-            masks = mk.select_top_k(ranking, total_kept, candidates)
+            masks = select_top_k(ranking, total_kept, candidates)
         if progress is not None:
             progress(index + 1, len(densities))
     return masks, scores, densities
@@ -244,7 +255,7 @@ def _input_shape(batches: list[Batch], input_shape: Sequence[int] | None) -> tup
 def check_model_fits(model: nn.Module, input_shape: Sequence[int], batches: list[Batch] = ()) -> int:
     """Run one sample through the model (eval mode) and return its output size; raise a clear ValueError
     when the input shape or the targets do not fit the model."""
-    device = mk.prunable_weights(model)[0][2].device if mk.prunable_weights(model) else torch.device("cpu")
+    device = prunable_weights(model)[0][2].device if prunable_weights(model) else torch.device("cpu")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     sample = batches[0][0][:1] if batches else torch.zeros((1, *input_shape), device=device, dtype=dtype)
     was_training = model.training

@@ -15,7 +15,6 @@ or simply `pc.train(...).run()` to train to the end and get the `TrainResult`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,50 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import MASK_BUFFER, attach_masks, attached_masks, prunable_weights
 from pruning_core.engine.data import DATASETS, Dataset, load_dataset
-from pruning_core.engine.vocabulary import LR_SCHEDULES, OPTIMIZERS
+from pruning_core.engine.settings import TrainSettings
 
 EVAL_BATCH = 1024
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Resolved training hyperparameters (dataset defaults overridden by the caller's values)."""
-
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    lr_schedule: str
-    weight_decay: float
-    label_smoothing: float
-    momentum: float = 0.9
-
-    @classmethod
-    def resolve(cls, dataset: Dataset, **overrides: Any) -> TrainSettings:
-        values = dict(dataset.spec.train_defaults)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**{k: values[k] for k in ("epochs", "batch_size", "optimizer", "lr", "lr_schedule",
-                                                 "weight_decay", "label_smoothing")})
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be a whole number >= 0, got {self.epochs!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
 
 @dataclass
@@ -180,10 +140,10 @@ def train(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, dat
 
     model.to(target)
     if masks is not None:
-        mk.attach_masks(model, masks)
+        attach_masks(model, masks)
     else:
         # Re-attach what is there: a deep-copied model keeps its mask buffers but loses the gradient hooks.
-        mk.attach_masks(model, mk.attached_masks(model))
+        attach_masks(model, attached_masks(model))
     classes = check_model_fits(model, data.input_shape)
     if classes < data.num_classes:
         raise ValueError(f"the model has {classes} outputs but {data.name} has {data.num_classes} classes; "
@@ -208,7 +168,7 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
     model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    attached = mk.attached_masks(model)
+    attached = attached_masks(model)
     warnings = collapse_warnings(attached, data.num_classes)
     masked = masked_pairs(model)
 
@@ -280,8 +240,8 @@ def channels_last(inputs: torch.Tensor) -> torch.Tensor:
 
 def masked_pairs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(weights, masks) of every masked layer, as lists for one fused multiply per step."""
-    pairs = [(w, getattr(m, mk.MASK_BUFFER)) for _, m, w in mk.prunable_weights(model)
-             if getattr(m, mk.MASK_BUFFER, None) is not None]
+    pairs = [(w, getattr(m, MASK_BUFFER)) for _, m, w in prunable_weights(model)
+             if getattr(m, MASK_BUFFER, None) is not None]
     return [w for w, _ in pairs], [m for _, m in pairs]
 
 

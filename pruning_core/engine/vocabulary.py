@@ -6,5 +6,6 @@ SCOPES = ("global", "layerwise")
 SANITY_CHECKS = ("none", "shuffle", "reinit", "invert")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
+GEMMINER_INITS = ("model", "signed_constant")   # weights GemMiner mines on
 
 DENSE = "dense"  # the method name of an unpruned baseline run (sparsity 0)

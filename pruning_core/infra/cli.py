@@ -17,9 +17,8 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from pruning_core.config import RunConfig
+from pruning_core.config import TRAINING_FIELDS, RunConfig
 
-TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
 EXIT_BAD_INPUT = 2
 
 
@@ -186,6 +185,8 @@ def _clean(value: Any) -> Any:
 
 
 def _run(args: argparse.Namespace, kind: str) -> int:
+    """`prune` and `train`: run one configuration from the flags through `execute` (reusing a stored result of the
+    same key unless --recompute), show a progress bar, print the summary (or JSON) and return 0."""
     from pruning_core.infra.runner import execute
 
     config = RunConfig.from_args(args).canonical().validate()
@@ -224,6 +225,8 @@ def _run(args: argparse.Namespace, kind: str) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    """`sweep`: a methods x sparsities x seeds grid (or --preset quick) through `pc.sweep`, printing each cell as it
+    finishes and the table at the end (or writing --csv)."""
     from pruning_core.studies.presets import PRESETS
     from pruning_core.studies.sweep import sweep
 
@@ -268,6 +271,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _collapse(args: argparse.Namespace) -> int:
+    """`collapse`: the critical compression (largest compression with no layer collapsed) of each --methods on one
+    model and seed, as a table."""
     from pruning_core.engine.data import load_dataset
     from pruning_core.engine.methods import METHODS
     from pruning_core.engine.models import MODELS
@@ -306,6 +311,7 @@ def _collapse(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    """`runs list | show ID | delete ID | export ID`: read or manage the run store."""
     from pruning_core.infra.store import Store
 
     store = Store(args.db)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruning_core.config import DENSE, RunConfig
+from pruning_core.config import DENSE, RunConfig, method_options, training_settings
 from pruning_core.engine import masks as mk
 from pruning_core.engine.data import Dataset, load_dataset
 from pruning_core.engine.methods import METHODS
@@ -25,7 +25,6 @@ from pruning_core.engine.training import TrainEvent, TrainResult, default_device
 from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store
 
 ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
-TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
 # Metrics rows of a mask search's rounds carry phase=SEARCH_PHASE (training rows have no phase); these keys of a
 # round's record are stored as search_<key>, as they name metric columns.
 SEARCH_PHASE = "search"
@@ -60,8 +59,7 @@ def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
     config = config.canonical()
     method = "random" if config.method == DENSE else config.method  # sparsity 0: every weight kept
     # Methods that train to find their masks (IMP, GemMiner) train with the run's settings (IMP: epochs per round).
-    options = ({name: getattr(config, name) for name in TRAINING_FIELDS if getattr(config, name) is not None}
-               if METHODS[method].run is not None else None)
+    options = ({**training_settings(config), **method_options(config)} if METHODS[method].run is not None else None)
     if options is not None and on_round is not None:
         options["on_round"] = on_round
     result = prune(model, method, config.sparsity, dataset, schedule=config.schedule, iterations=config.iterations,
@@ -135,10 +133,7 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                 store.add_timings(run_id, {"prune_s": prune_s})
         train_result = None
         if kind != "prune":
-            training = train(model, None, dataset, config.epochs, batch_size=config.batch_size,
-                             optimizer=config.optimizer, lr=config.lr, lr_schedule=config.lr_schedule,
-                             weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                             seed=config.seed, device=target)
+            training = train(model, None, dataset, seed=config.seed, device=target, **training_settings(config))
             for event in training:
                 if store is not None and event.kind in ("eval", "step"):
                     store.add_metrics(run_id, [event.as_row()])

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import prunable_weights
 from pruning_core.engine.methods import absolute_state, synaptic_flow_scores
 from pruning_core.engine.prune import prune
 
@@ -25,7 +25,7 @@ def layer_synaptic_flow(model: nn.Module, input_shape: Sequence[int],
     share. Columns: name, total_score, synaptic_flow, ratio (= total_score / synaptic_flow).
     The model is not changed.
     """
-    prunable = mk.prunable_weights(model)
+    prunable = prunable_weights(model)
     if not prunable:
         raise ValueError("the model has no nn.Conv2d or nn.Linear weight to analyse")
     names = [n for n, _, _ in prunable]
@@ -80,7 +80,7 @@ def critical_compression(model_fn: Callable[[], nn.Module], method: str, data: A
 
     evaluations: list[dict[str, Any]] = []
     torch.manual_seed(seed)
-    total = sum(w.numel() for _, _, w in mk.prunable_weights(model_fn()))
+    total = sum(w.numel() for _, _, w in prunable_weights(model_fn()))
     high = max_log_compression if max_log_compression is not None else math.log10(max(total, 10))
     steps = max(1, math.ceil(math.log2(max(high, tolerance) / tolerance))) + 1
     low = 0.0

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import all_kept, attach_masks, attached_masks, density_of, prunable_weights
 from pruning_core.engine.data import Dataset
 
 
@@ -26,10 +26,10 @@ def sparse_init(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = Non
     variance shrinks by its density and signals (and gradients) fade with depth; scaling by the kept
     fan-in restores unit variance (scale=2 is He's ReLU gain). masks=None uses the attached masks.
     """
-    masks = dict(masks) if masks is not None else mk.attached_masks(model)
+    masks = dict(masks) if masks is not None else attached_masks(model)
     if not masks:
         raise ValueError("sparse_init needs masks: prune the model first or pass masks=")
-    weights = {name: weight for name, _, weight in mk.prunable_weights(model)}
+    weights = {name: weight for name, _, weight in prunable_weights(model)}
     unknown = sorted(set(masks) - set(weights))
     if unknown:
         raise ValueError(f"masks name tensors the model has no prunable weight for: {', '.join(unknown[:5])}")
@@ -40,7 +40,7 @@ def sparse_init(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = Non
         std = (scale / fan_in).sqrt().view(-1, *([1] * (weight.dim() - 1)))
         noise = torch.randn(weight.shape, generator=generator).to(weight.device, torch.float32)
         weight.copy_((noise * std * mask).to(weight.dtype))
-    mk.attach_masks(model, masks)
+    attach_masks(model, masks)
     return model
 
 
@@ -63,8 +63,8 @@ def gradient_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     BatchNorm uses the batch's statistics, as in training, but its running statistics are restored, and
     no .grad is written: measuring does not change the model or its training.
     """
-    masks = dict(masks) if masks is not None else mk.attached_masks(model)
-    weights = [(name, weight) for name, _, weight in mk.prunable_weights(model)]
+    masks = dict(masks) if masks is not None else attached_masks(model)
+    weights = [(name, weight) for name, _, weight in prunable_weights(model)]
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     was_training = model.training
     model.train()
@@ -133,7 +133,8 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
     from pruning_core.engine.data import load_dataset
     from pruning_core.engine.models import MODELS, ModelSpec
     from pruning_core.engine.prune import Cancelled, prune
-    from pruning_core.engine.training import TrainSettings, default_device, train
+    from pruning_core.engine.settings import TrainSettings
+    from pruning_core.engine.training import default_device, train
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -175,10 +176,10 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
             progress(f"{VARIANT_LABELS[variant]}: preparing", index * max(settings.epochs, 1), total_units)
         net = build()
         if variant == "dense":
-            masks = mk.all_kept([(n, w) for n, _, w in mk.prunable_weights(net)])
+            masks = all_kept([(n, w) for n, _, w in prunable_weights(net)])
         elif variant in ("sparse", "sparse_init"):
             masks = method_masks()
-            mk.attach_masks(net, masks)
+            attach_masks(net, masks)
             if variant == "sparse_init":
                 sparse_init(net, masks, scale=scale, generator=torch.Generator().manual_seed(seed))
         else:
@@ -193,7 +194,7 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
                              _i * max(settings.epochs, 1), total_units)
 
             masks = prune(net, "imp", sparsity, train_part, seed=seed, options=options, progress=imp_progress).masks
-        density = mk.density_of(masks)
+        density = density_of(masks)
         run = train(net, masks if variant != "dense" else None, train_part, settings.epochs,
                     batch_size=settings.batch_size, optimizer=settings.optimizer, lr=settings.lr,
                     lr_schedule=settings.lr_schedule, weight_decay=settings.weight_decay, seed=seed,

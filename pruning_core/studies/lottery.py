@@ -26,20 +26,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from pruning_core.engine import masks as mk
+from pruning_core.config import TRAINING_FIELDS
+from pruning_core.engine.masks import (all_kept, allocate_counts, attach_masks, density_of, detach_masks, kept_count,
+                                       prunable_weights, round_densities, select_per_layer, select_top_k)
 from pruning_core.engine.methods import METHODS, MethodSpec, ScoringContext
-from pruning_core.engine.training import (TrainSettings, evaluate, make_optimizer, make_scheduler, masked_pairs,
-                                          training_step)
+from pruning_core.engine.settings import TrainSettings
+from pruning_core.engine.training import evaluate, make_optimizer, make_scheduler, masked_pairs, training_step
+from pruning_core.engine.vocabulary import GEMMINER_INITS
 
 Progress = Callable[[int, int], None] | None
 
-# Training settings a procedure may take from pc.prune's options (the run configuration's fields).
-TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
+# Training settings a procedure may take from pc.prune's options: the run configuration's training fields.
+TRAINING_OPTIONS = TRAINING_FIELDS
 IMP_OPTIONS = (*TRAINING_OPTIONS, "epochs_per_round", "rewind_step", "prune_fraction", "evaluate_rounds",
                "record_masks", "on_round")
 GEMMINER_OPTIONS = (*TRAINING_OPTIONS, "score_lr", "score_momentum", "regularization", "threshold", "ramp",
                     "init", "record_masks", "on_round")
-GEMMINER_INITS = ("model", "signed_constant")
 DEFAULT_SCORE_LR = 10.0   # the paper's 0.1 barely moves the scores in a digits-sized run (see `gemminer`)
 
 
@@ -84,18 +86,18 @@ def _select(ranking: Mapping[str, torch.Tensor], candidates: Mapping[str, torch.
     every layer, among `candidates` (None: among all weights)."""
     names = list(ranking)
     totals = [ranking[n].numel() for n in names]
-    keep = mk.kept_count(density, sum(totals))
+    keep = kept_count(density, sum(totals))
     if scope == "layerwise":
         caps = None if candidates is None else [int(candidates[n].sum()) for n in names]
-        counts = dict(zip(names, mk.allocate_counts([density] * len(names), totals, keep, caps)))
-        return mk.select_per_layer(ranking, counts, candidates)
-    return mk.select_top_k(ranking, keep, candidates)
+        counts = dict(zip(names, allocate_counts([density] * len(names), totals, keep, caps)))
+        return select_per_layer(ranking, counts, candidates)
+    return select_top_k(ranking, keep, candidates)
 
 
 def _working_copy(model: nn.Module) -> nn.Module:
     """A copy of the model to search on, without masks: the model itself stays as it was."""
     work = copy.deepcopy(model)
-    mk.detach_masks(work)
+    detach_masks(work)
     return work
 
 
@@ -171,7 +173,7 @@ def imp_round_densities(density: float, rounds: int, schedule: str, prune_fracti
     if density >= 1.0:
         return [1.0]
     if prune_fraction is None:
-        return mk.round_densities(density, rounds, schedule)
+        return round_densities(density, rounds, schedule)
     count = max(1, math.ceil(math.log(density) / math.log(1.0 - prune_fraction) - 1e-9))
     return [(1.0 - prune_fraction) ** k for k in range(1, count)] + [density]
 
@@ -205,7 +207,7 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
                              "per round)")
     if density >= 1.0:  # nothing to prune: no training either
         ctx.cache["details"] = {"cost": {"s": time.perf_counter() - started, "steps": 0, "epochs": 0.0, "rounds": 1}}
-        return mk.all_kept(list(ctx.weights.items())), {n: w.detach().abs() for n, w in ctx.weights.items()}, [1.0]
+        return all_kept(list(ctx.weights.items())), {n: w.detach().abs() for n, w in ctx.weights.items()}, [1.0]
     densities = imp_round_densities(density, ctx.rounds, schedule, prune_fraction)
     ctx.rounds = len(densities)
     rounds = len(densities)
@@ -223,15 +225,15 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
     on_round = _round_hook(options, "imp")
 
     work = _working_copy(ctx.model)
-    weights = {name: weight for name, _, weight in mk.prunable_weights(work) if name in ctx.weights}
-    masks = mk.all_kept(list(weights.items()))
+    weights = {name: weight for name, _, weight in prunable_weights(work) if name in ctx.weights}
+    masks = all_kept(list(weights.items()))
     history: list[dict[str, Any]] = []
     round_masks: list[dict[str, torch.Tensor]] = []
     steps, rewind_state = trainer.run(work, 0, snapshot_at=rewind_step)   # round 0: the dense network
     scores: dict[str, torch.Tensor] = {}
     for index, round_density in enumerate(densities):
         accuracy = evaluate(work, data)[1] if evaluate_rounds else None
-        history.append({"round": index, "density": mk.density_of(masks), "trained_test_accuracy": accuracy,
+        history.append({"round": index, "density": density_of(masks), "trained_test_accuracy": accuracy,
                         "search_steps": steps, "search_s": time.perf_counter() - started})
         if on_round is not None:
             on_round(dict(history[-1]))
@@ -241,7 +243,7 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
         if record:
             round_masks.append({name: m.clone() for name, m in masks.items()})
         work.load_state_dict(rewind_state)        # rewind the survivors (and every other parameter) to step k
-        mk.attach_masks(work, masks)
+        attach_masks(work, masks)
         done[0] = index + 1
         report()
         if index + 1 < rounds:
@@ -252,7 +254,7 @@ def imp(ctx: ScoringContext, density: float, *, schedule: str = "exponential", s
         "cost": {"s": time.perf_counter() - started, "steps": steps, "epochs": steps / trainer.steps_per_epoch,
                  "rounds": rounds},
         "rewind_step": rewind_step, "epochs_per_round": settings.epochs, "steps_per_epoch": trainer.steps_per_epoch,
-        "rounds": history, "kept_per_round": [mk.kept_count(d, sum(w.numel() for w in weights.values()))
+        "rounds": history, "kept_per_round": [kept_count(d, sum(w.numel() for w in weights.values()))
                                               for d in densities],
         **({"round_masks": round_masks} if record else {}),
     }
@@ -313,7 +315,7 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
         raise ValueError(f"option score_lr must be above 0, got {score_lr}")
     device = ctx.device
     names = list(ctx.weights)
-    events = mk.round_densities(density, ctx.rounds, schedule) if density < 1.0 else [1.0]
+    events = round_densities(density, ctx.rounds, schedule) if density < 1.0 else [1.0]
     rounds = len(events)
 
     work = _working_copy(ctx.model)
@@ -324,7 +326,7 @@ def gemminer(ctx: ScoringContext, density: float, *, schedule: str = "exponentia
     generator = torch.Generator().manual_seed(ctx.seed)
     scores = {n: torch.rand(ctx.weights[n].shape, generator=generator).to(device).requires_grad_(True)
               for n in names}
-    candidates = mk.all_kept([(n, ctx.weights[n]) for n in names])
+    candidates = all_kept([(n, ctx.weights[n]) for n in names])
     frozen_at = {n: torch.zeros_like(s, requires_grad=False) for n, s in scores.items()}  # score when frozen
     opt = torch.optim.SGD(list(scores.values()), lr=score_lr, momentum=momentum)
     steps_per_epoch = max(1, len(data.train_y) // settings.batch_size)
@@ -443,11 +445,11 @@ def method_cost(config=None, *, options: Mapping[str, Any] | None = None, device
     total_steps) and the final test accuracy. For comparing IMP, GemMiner and the one-shot methods at one
     target sparsity. `options` go to the method as pc.prune's options (e.g. {"prune_fraction": 0.2} for
     IMP), on top of the training settings the run passes to methods that train, as `pc.execute` does."""
-    from pruning_core.config import DENSE, RunConfig
+    from pruning_core.config import DENSE, RunConfig, method_options, training_settings
     from pruning_core.engine.data import load_dataset
     from pruning_core.engine.prune import prune
     from pruning_core.engine.training import default_device, train
-    from pruning_core.infra.runner import TRAINING_FIELDS, build_model
+    from pruning_core.infra.runner import build_model
 
     config = (config or RunConfig()).replace(**fields) if fields else (config or RunConfig())
     config = config.canonical().validate()
@@ -455,14 +457,11 @@ def method_cost(config=None, *, options: Mapping[str, Any] | None = None, device
     target = torch.device(device) if device is not None else default_device()
     data = load_dataset(config.dataset)
     model = build_model(config, data).to(target)
-    merged = {name: getattr(config, name) for name in TRAINING_FIELDS if getattr(config, name) is not None} \
-        if METHODS[method].run is not None else {}
+    merged = {**training_settings(config), **method_options(config)} if METHODS[method].run is not None else {}
     merged.update(options or {})
     result = prune(model, method, config.sparsity, data, schedule=config.schedule, iterations=config.iterations,
                    scope=config.scope, seed=config.seed, prune_batches=config.prune_batches, options=merged or None)
-    trained = train(model, None, data, config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
-                    lr=config.lr, lr_schedule=config.lr_schedule, weight_decay=config.weight_decay,
-                    label_smoothing=config.label_smoothing, seed=config.seed, device=target).run()
+    trained = train(model, None, data, seed=config.seed, device=target, **training_settings(config)).run()
     cost = result.details.get("cost", {})
     search_steps = int(cost.get("steps", 0))
     train_steps = int(trained.history["step"].max()) if len(trained.history) else 0
