@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pruning_core.engine.arguments import SEED_MAX
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
@@ -125,7 +126,8 @@ class RunConfig:
                                        "Empty: 'model'.", choices=GEMMINER_INITS, label="GemMiner: weights",
                                        method="gemminer", option_name="init")
     seed: int = option(0, "Random seed for the initial weights, data order and random pruning; the same seed "
-                       "gives the same initial weights to every method.", minimum=0, label="Seed")
+                       "gives the same initial weights to every method.", minimum=0, maximum=SEED_MAX,
+                       label="Seed")
 
     # ---- derived views -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

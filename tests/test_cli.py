@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import pruning_core as pc
 from pruning_core.infra.cli import main
@@ -145,3 +146,25 @@ def test_module_entry_point_and_help():
     for flag in ("--sparsity", "--method", "--epochs", "--seed", "--json", "--sparse-init"):
         assert flag in result.stdout
     assert pc.help_text("sparsity").split()[0] in result.stdout
+
+
+def test_collapse_prunes_the_same_seeded_network_as_the_dashboard(db, capsys, monkeypatch):
+    import pruning_core.studies.analysis as analysis
+    from pruning_core.infra.runner import build_model
+
+    built = []
+    real = analysis.critical_compression
+
+    def recording(model_fn, method, data, **kwargs):
+        built.append((model_fn(), data))
+        return real(model_fn, method, data, **kwargs)
+
+    monkeypatch.setattr(analysis, "critical_compression", recording)
+    code, _, _ = run_cli(capsys, "collapse", "--model", "mlp", "--methods", "magnitude", "--seed", "7", "--quiet",
+                         "--tolerance", "0.5")
+    assert code == 0 and built
+    model, data = built[0]
+    expected = build_model(pc.RunConfig(model="mlp", seed=7), data).state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
+    other_seed = build_model(pc.RunConfig(model="mlp", seed=8), data).state_dict()
+    assert not all(torch.equal(value, other_seed[name]) for name, value in model.state_dict().items())

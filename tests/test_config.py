@@ -148,6 +148,13 @@ def test_a_method_option_is_a_command_line_flag_with_its_range():
 
 
 # ---- validate --------------------------------------------------------------------------------------
+def test_seeds_are_limited_to_what_sqlite_and_every_rng_take():
+    assert RunConfig(seed=2**31 - 1).validate().seed == 2**31 - 1
+    for seed in (2**31, 2**63, -1):
+        with pytest.raises(ValueError, match="seed must be <= 2147483647|seed must be >= 0"):
+            RunConfig(seed=seed).validate()
+
+
 def test_validate_returns_the_config_when_valid():
     config = RunConfig(**CHANGED)
     assert config.validate() is config

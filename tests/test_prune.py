@@ -431,6 +431,10 @@ BAD_CALLS = [
     (dict(data=[torch.randn(4, *SHAPE)]), "data must yield (inputs, targets) pairs"),
     (dict(data=5), "data must be an iterable of (inputs, targets) batches"),
     (dict(input_shape=(1, 5, 5), data=data()), "input_shape (1, 5, 5) disagrees with the data's shape (1, 4, 4)"),
+    (dict(seed=-1), "seed must be a whole number from 0 to 2147483647"),
+    (dict(seed=2**63), "seed must be a whole number from 0 to 2147483647"),
+    (dict(seed=1.5), "seed must be a whole number from 0 to 2147483647"),
+    (dict(method="snip", prune_batches=0), "prune_batches must be a whole number >= 1"),
 ]
 
 

@@ -139,6 +139,11 @@ def test_settings_fall_back_to_dataset_defaults(digits):
     ({"lr": -0.1}, "lr"),
     ({"lr_schedule": "step"}, "lr_schedule"),
     ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0"),
+    ({"seed": 2**31}, "seed must be a whole number from 0 to 2147483647"),
+    ({"seed": -1}, "seed must be a whole number from 0 to 2147483647"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"device": "cuda:99"}, "cuda:99"),
 ])
 def test_bad_settings_are_clear_errors(digits, kwargs, message):
     model = fresh_conv(digits, width=8)
@@ -184,3 +189,9 @@ def test_cuda_training_keeps_masks_and_learns(digits):
     for name, _, weight in pc.prunable_weights(model):
         assert weight.is_cuda
         assert torch.count_nonzero(weight[~result.masks[name]]) == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_asking_for_a_gpu_on_a_machine_without_one_says_to_use_the_cpu(digits):
+    with pytest.raises(ValueError, match="this machine has no CUDA GPU; use 'cpu'"):
+        pc.train(fresh_conv(digits, width=8), None, digits, epochs=1, device="cuda")

@@ -18,6 +18,7 @@ from torch import nn
 
 from pruning_core.engine.masks import (all_kept, allocate_counts, attach_masks, kept_count, prunable_weights,
                                        round_densities, select_per_layer, select_top_k, shuffle_within_layers)
+from pruning_core.engine.arguments import check_seed
 from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS, MethodSpec, ScoringContext
 from pruning_core.engine.vocabulary import SCHEDULES, SCOPES
@@ -114,6 +115,11 @@ def prune(model: nn.Module, method: str, sparsity: float, data: Any = None, sche
         raise ValueError(f"iterations must be a whole number >= 1 (1 = one-shot), got {iterations!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    seed = check_seed(seed)
+    if prune_batches is not None and (isinstance(prune_batches, bool) or not isinstance(prune_batches, int)
+                                      or prune_batches < 1):
+        raise ValueError(f"prune_batches must be a whole number >= 1 (or None for the method's default), "
+                         f"got {prune_batches!r}")
     prunable = prunable_weights(model)
     if not prunable:
         raise ValueError("the model has no nn.Conv2d or nn.Linear weight to prune; pass a model that contains some")

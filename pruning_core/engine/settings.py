@@ -48,8 +48,8 @@ class TrainSettings:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 

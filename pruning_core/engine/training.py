@@ -27,6 +27,7 @@ from torch import nn
 
 from pruning_core.engine.masks import MASK_BUFFER, attach_masks, attached_masks, prunable_weights
 from pruning_core.engine.data import DATASETS, Dataset, load_dataset
+from pruning_core.engine.arguments import check_seed, default_device, device_name, resolve_device  # noqa: F401
 from pruning_core.engine.settings import TrainSettings
 
 EVAL_BATCH = 1024
@@ -70,17 +71,6 @@ class TrainResult:
                 "best_test_accuracy": self.best_test_accuracy, "images_per_s": self.images_per_s,
                 "train_s": self.elapsed_s, "cancelled": self.cancelled, "device": self.device,
                 "warnings": list(self.warnings), "settings": asdict(self.settings)}
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def device_name(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return "CPU"
 
 
 def collapse_warnings(masks: Mapping[str, torch.Tensor], num_classes: int | None = None) -> list[str]:
@@ -135,7 +125,8 @@ def train(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, dat
     settings = TrainSettings.resolve(data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                                      lr_schedule=lr_schedule, weight_decay=weight_decay,
                                      label_smoothing=label_smoothing)
-    target = torch.device(device) if device is not None else default_device()
+    seed = check_seed(seed)
+    target = resolve_device(device)
     from pruning_core.engine.prune import check_model_fits
 
     model.to(target)

@@ -275,7 +275,7 @@ def _collapse(args: argparse.Namespace) -> int:
     model and seed, as a table."""
     from pruning_core.engine.data import load_dataset
     from pruning_core.engine.methods import METHODS
-    from pruning_core.engine.models import MODELS
+    from pruning_core.infra.runner import build_model
     from pruning_core.studies.analysis import critical_compression
 
     config = RunConfig.from_args(args, method="synflow", sparsity=0.5).validate()
@@ -289,7 +289,7 @@ def _collapse(args: argparse.Namespace) -> int:
     try:
         for name in methods:
             result = critical_compression(
-                lambda: MODELS[config.model](dataset.input_shape, dataset.num_classes), name, dataset,
+                lambda: build_model(config, dataset), name, dataset,   # seeded as the dashboard's
                 seed=config.seed, tolerance=args.tolerance, schedule=config.schedule, iterations=config.iterations,
                 scope=config.scope, progress=lambda done, total, _n=name: bar(f"{_n}: probe {done}", done, total))
             rows.append({"method": name, "log_compression": result.log_compression,
