@@ -93,3 +93,16 @@ def test_gradient_flow_findings_tell_the_story():
     assert "already classifies 76%" in sentences[3]
     alone = findings.gradient_flow_findings(findings.gradient_flow_summary(flow_table().query("variant == 'dense'")))
     assert alone == []
+
+
+def test_an_accuracy_at_init_below_chance_is_explained_not_hidden():
+    table = flow_table()
+    table.loc[(table["variant"] == "sparse") & (table["step"] == 0), "test_accuracy"] = 0.0139
+    sentences = findings.gradient_flow_findings(findings.gradient_flow_summary(table), chance=0.1)
+    assert sentences[-1].startswith("Before training, sparse, standard init classifies only 1.4% of the test images, "
+                                    "below chance (10%). That is not a bug")
+    # At chance nothing is said.
+    level = flow_table()
+    level["test_accuracy"] = level["test_accuracy"].where(level["step"] != 0, 0.1)
+    assert not any("below chance" in s for s in findings.gradient_flow_findings(
+        findings.gradient_flow_summary(level), chance=0.1))

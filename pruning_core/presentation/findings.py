@@ -201,6 +201,9 @@ def _times(a: float, b: float) -> str:
     return f"{1 / r:.3g}× weaker than" if r < 1 else f"{r:.3g}× stronger than"
 
 
+BELOW_CHANCE = 0.03   # an accuracy at init this far below chance gets its explanation
+
+
 def gradient_flow_findings(summary: pd.DataFrame, chance: float | None = None) -> list[str]:
     """The story of a gradient-flow comparison in markdown sentences (Evci et al. 2022): how the sparse
     network's gradient at initialisation compares with the dense one's, what the sparsity-aware
@@ -237,4 +240,14 @@ def gradient_flow_findings(summary: pd.DataFrame, chance: float | None = None) -
                              f"(chance: {percent(chance)}): its mask was chosen from the trained network's weights, so "
                              "the mask alone already carries part of what training learnt (Zhou et al. 2019 call "
                              "such masks supermasks).")
+    below = [r for r in by.values() if chance is not None and not math.isnan(r.get("init_test_accuracy", math.nan))
+             and r["init_test_accuracy"] < chance - BELOW_CHANCE]
+    if below:
+        worst = min(below, key=lambda r: r["init_test_accuracy"])
+        sentences.append(
+            f"Before training, {worst['label'].lower()} classifies only {percent(worst['init_test_accuracy'])} of the "
+            f"test images, below chance ({percent(chance)}). That is not a bug: an untrained network sends almost "
+            "every image to one or two classes, so its accuracy is the share of the images that happen to land in "
+            "their own class — about chance on average over seeds, but far from it for one seed. It says nothing "
+            "about what the network can learn.")
     return sentences
