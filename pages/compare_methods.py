@@ -10,8 +10,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages import common as ui
-from pruning_core.config import DENSE
+from dashboard import errors, navigation, panels, state, views, widgets
+from pruning_core.config import DENSE, help_text
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra.store import ACTIVE_STATUSES, UnknownRunError
@@ -30,9 +30,10 @@ def sparsity_option(sparsity: float) -> str:
 
 def apply_preset() -> None:
     preset = PRESETS[PRESET]
-    ui.set_values({"dataset": preset.config.get("dataset", "digits"), "model": preset.config.get("model", "conv"),
-                   "epochs": preset.config.get("epochs", 10), "methods": list(preset.grid["methods"]),
-                   "sparsities": list(preset.grid["sparsities"]), "seeds": len(preset.grid["seeds"])})
+    state.set_widget_values({"dataset": preset.config.get("dataset", "digits"),
+                             "model": preset.config.get("model", "conv"), "epochs": preset.config.get("epochs", 10),
+                             "methods": list(preset.grid["methods"]), "sparsities": list(preset.grid["sparsities"]),
+                             "seeds": len(preset.grid["seeds"])})
     st.session_state["autosweep"] = True
     st.session_state.pop("sweep_id", None)
 
@@ -40,27 +41,19 @@ def apply_preset() -> None:
 def initial_values() -> dict:
     """This device's defaults with the quick sweep's grid, or the grid of the sweep the link names."""
     grid = PRESETS[PRESET].grid
-    values = {**ui.device_defaults(), "methods": list(grid["methods"]), "sparsities": list(grid["sparsities"]),
+    values = {**state.device_defaults(), "methods": list(grid["methods"]), "sparsities": list(grid["sparsities"]),
               "seeds": len(grid["seeds"])}
-    if "methods" in st.session_state.get(ui._SHADOW, {}) or "sweep" not in st.query_params:
+    if state.has_saved_widget_value("methods") or "sweep" not in st.query_params:
         return values
     try:
-        config = ui.store().get_sweep(int(st.query_params["sweep"]))["config"]
+        config = state.store().get_sweep(int(st.query_params["sweep"]))["config"]
         values.update({k: config[k] for k in ("dataset", "model", "methods", "sparsities") if k in config})
         values["seeds"] = len(config.get("seeds", [0]))
         if config.get("epochs") is not None:
             values["epochs"] = config["epochs"]
     except (ValueError, KeyError, UnknownRunError):
-        st.session_state.setdefault(ui._URL_NOTES, []).append(
-            f"`sweep={st.query_params['sweep']}` was ignored: no such sweep in the store")
+        state.note_ignored_link(f"sweep={st.query_params['sweep']}", "no such sweep in the store")
     return values
-
-
-def _methods(raw: list[str]) -> list[str]:
-    unknown = [m for m in raw if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}")
-    return list(raw)
 
 
 def _sparsities(raw: list[str]) -> list[float]:
@@ -73,25 +66,26 @@ def _sparsities(raw: list[str]) -> list[float]:
 def grid_form(defaults: dict) -> dict:
     with st.container(border=True):
         top = st.columns([1.2, 1.2, 0.7, 0.7], gap="medium", vertical_alignment="bottom")
-        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
-        model = ui.field_input("model", default=defaults["model"], container=top[1])
-        epochs = ui.field_input("epochs", default=defaults["epochs"], container=top[2])
-        ui.remember("seeds", defaults["seeds"], lambda raw: min(max(int(raw), 1), MAX_SEEDS))
+        dataset = widgets.field_input("dataset", default=defaults["dataset"], options=widgets.dataset_choices(),
+                                      container=top[0])
+        model = widgets.field_input("model", default=defaults["model"], container=top[1])
+        epochs = widgets.field_input("epochs", default=defaults["epochs"], container=top[2])
+        state.restore_widget_value("seeds", defaults["seeds"], lambda raw: min(max(int(raw), 1), MAX_SEEDS))
         seeds = top[3].number_input("Seeds", min_value=1, max_value=MAX_SEEDS, step=1, key="seeds",
                                     help="How many random initialisations every cell is run with (seeds 0, 1, ...). "
                                          "With two or more, the chart shows mean ± standard deviation as a band.")
-        ui.keep("seeds")
-        ui.remember("methods", defaults["methods"], _methods, many=True)
-        methods = st.multiselect("Methods", ui.method_choices(), key="methods",
-                                 format_func=lambda m: ui.choice_label("method", m),
+        state.save_widget_values("seeds")
+        state.restore_widget_value("methods", defaults["methods"], widgets.known_names("method", METHODS), many=True)
+        methods = st.multiselect("Methods", widgets.method_choices(), key="methods",
+                                 format_func=lambda m: widgets.choice_label("method", m),
                                  help="Pruning methods to compare. Each prunes the same initial weights for a seed.")
-        ui.keep("methods")
-        ui.remember("sparsities", defaults["sparsities"], _sparsities, many=True)
+        state.save_widget_values("methods")
+        state.restore_widget_value("sparsities", defaults["sparsities"], _sparsities, many=True)
         st.session_state["sparsities"] = [s for s in st.session_state["sparsities"] if s in SPARSITIES]
         sparsities = st.pills("Sparsities (% of weights removed, compression 10^x)", SPARSITIES, key="sparsities",
                               selection_mode="multi", format_func=sparsity_option,
-                              help="Each chosen sparsity is one column of the grid. " + ui.help_text("sparsity"))
-        ui.keep("sparsities")
+                              help="Each chosen sparsity is one column of the grid. " + help_text("sparsity"))
+        state.save_widget_values("sparsities")
         cells = len(methods) * len(sparsities) * seeds + seeds
         st.caption(f"**{cells} runs**: {len(methods)} method(s) × {len(sparsities)} sparsit"
                    f"{'y' if len(sparsities) == 1 else 'ies'} × {seeds} seed(s), plus the dense baseline for each "
@@ -102,7 +96,7 @@ def grid_form(defaults: dict) -> dict:
 
 def sweep_table(keys: list[str]) -> pd.DataFrame:
     """One row per cell of a sweep (its best run in the store), with the collapse flag from its summary."""
-    db = ui.store()
+    db = state.store()
     runs = db.latest_runs(keys, kind="train")
     rows = []
     for run in runs.itertuples():
@@ -146,12 +140,12 @@ def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
             current = (f" · now: {units.method_label(cell['method'])}{where}, seed {cell['seed']} "
                        f"({cell['progress']})")
         elif len(queued):
-            ahead = ui.store().queue_position(int(queued.iloc[0]["run_id"]))
+            ahead = state.store().queue_position(int(queued.iloc[0]["run_id"]))
             current = f" · waiting: {ahead} job(s) of other viewers ahead in the queue" if ahead else ""
         text.progress(done / max(n_cells, 1), text=f"Sweep #{sweep_id}: {done} of {n_cells} cells done{current}"
                       + (f" · about {units.duration_text(eta)} left" if eta else ""))
         cancel.button("Cancel sweep", key=f"cancel-sweep-{sweep_id}", icon=":material/stop_circle:",
-                      on_click=ui.manager().cancel_sweep, args=(sweep_id,), width="stretch",
+                      on_click=state.manager().cancel_sweep, args=(sweep_id,), width="stretch",
                       help="Stop the running cell and drop the queued ones; finished cells stay in the store.")
     else:
         note = f" ({failed} failed or cancelled: see the Runs page)" if failed else ""
@@ -159,7 +153,7 @@ def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
 
 
 def sweep_view(sweep_id: int) -> None:
-    db = ui.store()
+    db = state.store()
     sweep = db.get_sweep(sweep_id)
     keys = list(sweep["config"].get("cells", []))
     dataset = sweep["config"].get("dataset")
@@ -169,7 +163,7 @@ def sweep_view(sweep_id: int) -> None:
 
     def draw() -> None:
         table = None
-        with ui.error_boundary():
+        with errors.error_boundary():
             table = sweep_table(keys)
             sweep_progress(sweep_id, table, len(keys))
             chart, side = st.columns([1.7, 1], gap="medium")
@@ -208,7 +202,7 @@ def sweep_view(sweep_id: int) -> None:
         if active and table is not None and not table["status"].isin(ACTIVE_STATUSES).any():
             st.rerun()
 
-    st.fragment(draw, run_every=ui.POLL_S if active else None, key=f"sweep-live-{sweep_id}")()
+    st.fragment(draw, run_every=panels.POLL_S if active else None, key=f"sweep-live-{sweep_id}")()
 
 
 def start_sweep(grid: dict) -> None:
@@ -216,26 +210,26 @@ def start_sweep(grid: dict) -> None:
     try:
         cells = sweep_cells(model=grid["model"], dataset=grid["dataset"], methods=grid["methods"],
                             sparsities=grid["sparsities"], seeds=grid["seeds"], epochs=grid["epochs"])
-        st.session_state["sweep_id"] = ui.manager().submit_sweep(cells, {**grid, "started": time.time()})
+        st.session_state["sweep_id"] = state.manager().submit_sweep(cells, {**grid, "started": time.time()})
     except Exception as error:  # noqa: BLE001 - shown as a message on the page
-        st.session_state["sweep_error"] = ui.friendly_error(error)
+        st.session_state["sweep_error"] = errors.friendly_error(error)
 
 
 def current_sweep() -> int | None:
     for candidate in (st.session_state.get("sweep_id"), st.query_params.get("sweep")):
         try:
-            ui.store().get_sweep(int(candidate))
+            state.store().get_sweep(int(candidate))
             return int(candidate)
         except (TypeError, ValueError, UnknownRunError):
             continue
     return None
 
 
-ui.page_header("Compare methods", "Prune the same network with several methods at several sparsities, train "
-                                  "every cell, and watch accuracy against compression fill in.")
-with ui.error_boundary():
+navigation.page_header("Compare methods", "Prune the same network with several methods at several sparsities, train "
+                                          "every cell, and watch accuracy against compression fill in.")
+with errors.error_boundary():
     grid = grid_form(initial_values())
-    ui.url_notes()
+    state.show_ignored_link_notes()
     buttons = st.columns([1, 1.5, 2.5], gap="small")
     buttons[0].button("Run sweep", type="primary", icon=":material/play_arrow:", width="stretch", key="run-sweep",
                       on_click=start_sweep, args=(grid,),
@@ -247,11 +241,11 @@ with ui.error_boundary():
         start_sweep(grid)
     if "sweep_error" in st.session_state:
         st.error(st.session_state.pop("sweep_error"), icon=":material/error:")
-    ui.methods_glossary(grid["methods"])
+    views.methods_glossary(grid["methods"])
     sweep_id = current_sweep()
-    ui.sync_url({"dataset": grid["dataset"], "model": grid["model"], "epochs": grid["epochs"],
-                 "methods": grid["methods"], "sparsities": grid["sparsities"], "seeds": len(grid["seeds"]),
-                 "sweep": sweep_id})
+    state.sync_url({"dataset": grid["dataset"], "model": grid["model"], "epochs": grid["epochs"],
+                    "methods": grid["methods"], "sparsities": grid["sparsities"], "seeds": len(grid["seeds"]),
+                    "sweep": sweep_id})
     if sweep_id is None:
         st.info("Choose a grid and press **Run sweep**, or start from the quick sweep preset (digits on a CPU: "
                 "about a minute or two).", icon=":material/info:")

@@ -3,7 +3,7 @@ the norm of the gradient at initialisation and along training for a dense networ
 standard initialisation, the same sparse one with the sparsity-aware initialisation, and a lottery ticket
 from IMP, side by side with the accuracy they reach.
 
-`pc.gradient_flow` trains every variant, so it runs on the background analysis pool (pages/analyses.py),
+`pc.gradient_flow` trains every variant, so it runs on the server's study pool (pruning_core.studies.tasks),
 keyed by its parameters: a rerun, another viewer or a return to the page re-attaches to the same computation.
 """
 
@@ -12,54 +12,46 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import analyses
-from pages import common as ui
+from dashboard import errors, navigation, panels, state, widgets
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
 from pruning_core.presentation import charts, findings
+from pruning_core.studies import tasks
 from pruning_core.studies.gradient_flow import VARIANT_LABELS, VARIANTS
 
 DEFAULTS = {"method": "random", "sparsity": 0.9, "epochs": 3}
 IMP_ROUNDS = METHODS["imp"].default_iterations   # pc.gradient_flow's lottery ticket: IMP with its default rounds
 
 
-def pool() -> analyses.TaskPool:
-    return ui.analysis_pool()
-
-
-def _variants(raw: list[str]) -> list[str]:
-    unknown = [v for v in raw if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)}")
-    return list(raw)
-
-
 def controls() -> dict:
-    defaults = ui.device_defaults()
+    defaults = state.device_defaults()
     with st.container(border=True):
         top = st.columns([1.1, 1.1, 1.3, 0.6, 0.6], gap="medium", vertical_alignment="bottom")
-        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
-        model = ui.field_input("model", key="gf-model", default="mlp" if dataset == "digits" else defaults["model"],
-                               container=top[1],
-                               help="The MLP shows the effect most clearly: without skip connections or "
-                                    "BatchNorm, a weak signal shrinks layer after layer.")
-        method = ui.field_input("method", key="gf-method", default=DEFAULTS["method"], options=ui.method_choices(),
-                                container=top[2], label="Mask of the sparse networks",
-                                help="The two sparse networks share this method's mask; only their initial weights "
-                                     "differ. The lottery ticket always comes from IMP.")
-        epochs = ui.field_input("epochs", key="gf-epochs", default=DEFAULTS["epochs"], container=top[3],
-                                help=f"Every network trains this long; the lottery ticket's IMP search trains "
-                                     f"{IMP_ROUNDS} rounds of this length first.")
-        seed = ui.field_input("seed", default=0, container=top[4])
+        dataset = widgets.field_input("dataset", default=defaults["dataset"], options=widgets.dataset_choices(),
+                                      container=top[0])
+        model = widgets.field_input("model", key="gf-model",
+                                    default="mlp" if dataset == "digits" else defaults["model"], container=top[1],
+                                    help="The MLP shows the effect most clearly: without skip connections or "
+                                         "BatchNorm, a weak signal shrinks layer after layer.")
+        method = widgets.field_input("method", key="gf-method", default=DEFAULTS["method"],
+                                     options=widgets.method_choices(), container=top[2],
+                                     label="Mask of the sparse networks",
+                                     help="The two sparse networks share this method's mask; only their initial "
+                                          "weights differ. The lottery ticket always comes from IMP.")
+        epochs = widgets.field_input("epochs", key="gf-epochs", default=DEFAULTS["epochs"], container=top[3],
+                                     help=f"Every network trains this long; the lottery ticket's IMP search trains "
+                                          f"{IMP_ROUNDS} rounds of this length first.")
+        seed = widgets.field_input("seed", default=0, container=top[4])
         bottom = st.columns([1.2, 2.6], gap="medium", vertical_alignment="top")
-        sparsity = ui.sparsity_slider("gf-compression", DEFAULTS["sparsity"], container=bottom[0], max_log=3.0,
-                                      help="The sparse networks and the lottery ticket all keep this fraction.")
-        ui.remember("gf-variants", list(VARIANTS), _variants, url_key="variants", many=True)
+        sparsity = widgets.sparsity_slider("gf-compression", DEFAULTS["sparsity"], container=bottom[0], max_log=3.0,
+                                           help="The sparse networks and the lottery ticket all keep this fraction.")
+        state.restore_widget_value("gf-variants", list(VARIANTS), widgets.known_names("variant", VARIANTS),
+                                   url_key="variants", many=True)
         variants = bottom[1].multiselect(
             "Networks", list(VARIANTS), key="gf-variants", format_func=lambda v: VARIANT_LABELS[v],
             help="Which networks to measure. All start from the same initial network (same seed) and train with the "
                  "same settings; the lottery ticket costs the most (its IMP search trains several times).")
-        ui.keep("gf-variants")
+        state.save_widget_values("gf-variants")
     return {"dataset": dataset, "model": model, "method": method, "sparsity": sparsity, "epochs": int(epochs),
             "seed": int(seed), "variants": [v for v in VARIANTS if v in variants]}
 
@@ -86,50 +78,50 @@ def show_results(df: pd.DataFrame, dataset: str) -> None:
 
 
 def measure(values: dict, key: tuple) -> None:
-    """on_click of the run button: start the measurement on the analysis pool (or join the running one)."""
+    """on_click of the run button: start the measurement on the study pool (or join the running one)."""
     params = {k: values[k] for k in ("dataset", "model", "method", "sparsity", "epochs", "seed", "variants")}
-    pool().submit(key, lambda task: analyses.gradient_flow_study(**params, task=task))
+    state.study_pool().submit(key, lambda task: tasks.gradient_flow_study(**params, task=task))
 
 
 def panel(key: tuple, dataset: str) -> None:
     """The measurement's progress (polled while it runs) and, once finished, its results."""
-    task = pool().get(key)
+    task = state.study_pool().get(key)
     running = task is not None and not task.future.done()
 
     def status() -> None:
-        current = pool().get(key)
-        with ui.error_boundary():
+        current = state.study_pool().get(key)
+        with errors.error_boundary():
             if current is None:
                 st.warning("The measurement was cancelled.", icon=":material/cancel:")
             elif not current.future.done():
-                ui.task_status(current, "gf-task", lambda: pool().cancel(key), what="Measuring")
+                panels.task_status(current, "gf-task", lambda: state.study_pool().cancel(key), what="Measuring")
                 return
             elif current.future.exception() is not None:
-                ui.show_error(current.future.exception())
+                errors.show_error(current.future.exception())
         if running:
             st.rerun()  # finished (or cancelled): draw the results in the page itself, and stop polling
 
-    st.fragment(status, run_every=ui.POLL_S if running else None, key="gf-live")()
+    st.fragment(status, run_every=panels.POLL_S if running else None, key="gf-live")()
     if task is not None and task.future.done() and not task.future.cancelled() and task.future.exception() is None:
         show_results(task.future.result(), dataset)
 
 
-ui.page_header("Gradient flow", "Why sparse networks train badly from a standard initialisation, and how a lottery "
-                                "ticket wins anyway: the gradient's strength at initialisation and along training "
-                                "(Evci et al. 2022).")
-with ui.error_boundary():
+navigation.page_header("Gradient flow", "Why sparse networks train badly from a standard initialisation, and how a "
+                                        "lottery ticket wins anyway: the gradient's strength at initialisation and "
+                                        "along training (Evci et al. 2022).")
+with errors.error_boundary():
     values = controls()
-    ui.url_notes()
-    ui.sync_url({"dataset": values["dataset"], "model": values["model"], "method": values["method"],
+    state.show_ignored_link_notes()
+    state.sync_url({"dataset": values["dataset"], "model": values["model"], "method": values["method"],
                  "sparsity": values["sparsity"], "epochs": values["epochs"], "seed": values["seed"],
                  "variants": values["variants"] if values["variants"] != list(VARIANTS) else None})
     if not values["variants"]:
         st.info("Choose at least one network to measure.", icon=":material/info:")
         st.stop()
-    ui.require_dataset(values["dataset"], downloads=False)
+    panels.require_dataset(values["dataset"], downloads=False)
     key = ("gradient_flow", values["dataset"], values["model"], values["method"], values["sparsity"],
            values["epochs"], values["seed"], tuple(values["variants"]))
-    task = pool().get(key)
+    task = state.study_pool().get(key)
     failed = task is not None and task.future.done() and (task.future.cancelled() or task.future.exception())
     if task is None or failed:
         st.button("Measure again" if failed else "Measure the gradient flow", type="primary",
@@ -143,7 +135,7 @@ with ui.error_boundary():
                        f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''} each"
                        + (f"; finding the lottery ticket first takes {IMP_ROUNDS} more trainings of that length "
                           "(IMP's rounds)" if lottery else "")
-                       + f", on the {ui.device_label()}.")
+                       + f", on the {state.device_label()}.")
     if task is not None:
         panel(key, values["dataset"])
     with st.expander("What is measured, and why it matters", icon=":material/menu_book:"):

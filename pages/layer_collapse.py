@@ -2,8 +2,8 @@
 largest compression at which no layer is emptied), a heat map of per-layer density across compression
 levels, and SynFlow's conservation law per layer.
 
-The study prunes the model dozens of times, so it runs on a background pool (pages/analyses.py) and the
-page polls it; the same study requested by several viewers is computed once.
+The study prunes the model dozens of times, so it runs on the server's study pool (pruning_core.studies.tasks)
+and the page polls it; the same study requested by several viewers is computed once.
 """
 
 from __future__ import annotations
@@ -11,43 +11,32 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import analyses
-from pages import common as ui
+from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import load_dataset
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra import runner
 from pruning_core.presentation import charts, units
+from pruning_core.studies import tasks
 from pruning_core.studies.analysis import layer_synaptic_flow
 
 DEFAULT_METHODS = ["synflow", "snip", "grasp", "magnitude", "random"]
 
 
-def pool() -> analyses.TaskPool:
-    return ui.analysis_pool()
-
-
-def _methods(raw: list[str]) -> list[str]:
-    unknown = [m for m in raw if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}")
-    return list(raw)
-
-
 def controls() -> tuple[str, str, int, list[str]]:
-    defaults = ui.device_defaults()
+    defaults = state.device_defaults()
     with st.container(border=True):
         cols = st.columns([1, 1, 0.5, 3.2], gap="medium", vertical_alignment="bottom")
-        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(),
-                                 container=cols[0])
-        model = ui.field_input("model", default=defaults["model"], container=cols[1])
-        seed = ui.field_input("seed", default=0, container=cols[2])
-        ui.remember("methods", DEFAULT_METHODS, _methods, many=True)
-        methods = cols[3].multiselect("Methods", ui.method_choices(), key="methods",
-                                      format_func=lambda m: ui.choice_label("method", m),
+        dataset = widgets.field_input("dataset", default=defaults["dataset"], options=widgets.dataset_choices(),
+                                      container=cols[0])
+        model = widgets.field_input("model", default=defaults["model"], container=cols[1])
+        seed = widgets.field_input("seed", default=0, container=cols[2])
+        state.restore_widget_value("methods", DEFAULT_METHODS, widgets.known_names("method", METHODS), many=True)
+        methods = cols[3].multiselect("Methods", widgets.method_choices(), key="methods",
+                                      format_func=lambda m: widgets.choice_label("method", m),
                                       help="Methods to study. Each prunes the same initial weights (same seed) at "
                                            "every compression level.")
-        ui.keep("methods")
+        state.save_widget_values("methods")
     return dataset, model, int(seed), list(methods)
 
 
@@ -126,58 +115,60 @@ def show_results(results: dict[str, pd.DataFrame], model: str) -> None:
             "(Tanaka et al. 2020, Theorem 2): a layer cannot lose all its score, so pruning by these scores, "
             "re-scored over many rounds, never empties a layer.")
         if conserved:
-            st.success(f"Conserved in {ui.choice_label('model', model)}: every layer's ratio is 1, before and after "
-                       "SynFlow pruning.", icon=":material/balance:")
+            st.success(f"Conserved in {widgets.choice_label('model', model)}: every layer's ratio is 1, before and "
+                       "after SynFlow pruning.", icon=":material/balance:")
         else:
-            st.info(f"In {ui.choice_label('model', model)} some layers sum to less than R: flow that takes a skip "
+            st.info(f"In {widgets.choice_label('model', model)} some layers sum to less than R: flow that takes a skip "
                     "connection bypasses the layers of its block, and non-zero biases add flow that no weight "
                     "carries. The law holds exactly for bias-free chains such as the MLP or the small CNN at "
                     "initialisation (biases start at zero).", icon=":material/call_split:")
 
 
-ui.page_header("Layer collapse", "Why some pruning methods empty whole layers at high compression, and how "
-                                 "SynFlow avoids it: the story of the SynFlow paper, for one model.")
-with ui.error_boundary():
+navigation.page_header("Layer collapse", "Why some pruning methods empty whole layers at high compression, and how "
+                                         "SynFlow avoids it: the story of the SynFlow paper, for one model.")
+with errors.error_boundary():
     dataset, model, seed, methods = controls()
-    ui.url_notes()
-    ui.sync_url({"dataset": dataset, "model": model, "seed": seed, "methods": methods})
+    state.show_ignored_link_notes()
+    state.sync_url({"dataset": dataset, "model": model, "seed": seed, "methods": methods})
     if not methods:
         st.info("Choose at least one method.", icon=":material/info:")
         st.stop()
     load_dataset(dataset, download=False)  # a missing dataset is explained here, before any work is queued
-    key = (dataset, model, seed, tuple(methods), analyses.LEVELS)
-    task = pool().get(key)
-    quick = all(ui.runs_inline(RunConfig(dataset=dataset, model=model, method=m)) for m in methods)
+    key = (dataset, model, seed, tuple(methods), tasks.LEVELS)
+    task = state.study_pool().get(key)
+    quick = all(state.runs_inline(RunConfig(dataset=dataset, model=model, method=m)) for m in methods)
     if task is None or task.future.cancelled():
         if quick or st.button("Run the study", type="primary", icon=":material/play_arrow:",
                               help="Prunes the model dozens of times in the background; big models on a CPU take "
                                    "minutes."):
-            task = pool().submit(key, lambda t: analyses.collapse_study(dataset, model, seed, methods, task=t))
+            task = state.study_pool().submit(key, lambda t: tasks.collapse_study(dataset, model, seed, methods,
+                                                                                 task=t))
         else:
             slow = [units.method_label(m) for m in methods if METHODS[m].run is not None]
             why = (f"{', '.join(slow)} train{'s' if len(slow) == 1 else ''} a network for every probe" if slow
-                   else f"pruning {ui.choice_label('model', model)} on the {ui.device_label()} takes a while")
+                   else f"pruning {widgets.choice_label('model', model)} on the {state.device_label()} takes a while")
             st.info(f"The study prunes the model dozens of times and {why}, so it can take minutes: press "
                     "**Run the study** to start it in the background.", icon=":material/schedule:")
     if task is not None:
         running = not task.future.done()
 
         def panel() -> None:
-            with ui.error_boundary():
+            with errors.error_boundary():
                 if not task.future.done():
-                    ui.task_status(task, "cancel-study", lambda: pool().cancel(key), what="Studying")
+                    panels.task_status(task, "cancel-study", lambda: state.study_pool().cancel(key),
+                                       what="Studying")
                     return
                 if task.future.cancelled():
                     st.warning("The study was cancelled.", icon=":material/cancel:")
                     return
                 error = task.future.exception()
                 if error is not None:
-                    ui.show_error(error)
+                    errors.show_error(error)
                     return
             if running:
                 st.rerun()  # finished: draw the results in the page itself, and stop polling
 
-        st.fragment(panel, run_every=ui.POLL_S if running else None, key="study-live")()
+        st.fragment(panel, run_every=panels.POLL_S if running else None, key="study-live")()
         if task.future.done() and not task.future.cancelled() and task.future.exception() is None:
             show_results(task.future.result(), model)
     with st.expander("SynFlow's conservation at initialization (computed now, no pruning)",
@@ -188,4 +179,4 @@ with ui.error_boundary():
                          "sum of the layer's scores", format="%.4g"),
                          "synaptic_flow": st.column_config.NumberColumn("R", format="%.4g"),
                          "ratio": st.column_config.NumberColumn("sum / R", format="%.4f")})
-    ui.methods_glossary(methods)
+    views.methods_glossary(methods)

@@ -17,7 +17,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from pages import common as ui
+from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
@@ -30,43 +30,39 @@ PAPER_SPEEDUP = 19   # Sreenivasan et al. 2022: GemMiner reaches IMP-level accur
 PAPER_PRUNE_FRACTION = 0.2   # the lottery-ticket papers' IMP removes 20% of the remaining weights per round
 
 
-def _methods(raw: list[str]) -> list[str]:
-    unknown = [m for m in raw if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}")
-    return list(raw)
-
-
 def controls() -> dict:
-    defaults = ui.device_defaults()
+    defaults = state.device_defaults()
     with st.container(border=True):
         top = st.columns([1.1, 1.1, 0.6, 2.4], gap="medium", vertical_alignment="top")
-        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
-        model = ui.field_input("model", default=defaults["model"], container=top[1])
-        seed = ui.field_input("seed", default=0, container=top[2])
-        sparsity = ui.sparsity_slider("lt-compression", DEFAULTS["sparsity"], container=top[3], max_log=3.0,
-                                      help="Both searches stop at this sparsity.")
+        dataset = widgets.field_input("dataset", default=defaults["dataset"], options=widgets.dataset_choices(),
+                                      container=top[0])
+        model = widgets.field_input("model", default=defaults["model"], container=top[1])
+        seed = widgets.field_input("seed", default=0, container=top[2])
+        sparsity = widgets.sparsity_slider("lt-compression", DEFAULTS["sparsity"], container=top[3], max_log=3.0,
+                                           help="Both searches stop at this sparsity.")
         bottom = st.columns([0.9, 0.9, 0.9, 2.4], gap="medium", vertical_alignment="bottom")
-        rounds = ui.field_input("iterations", key="lt-rounds", default=DEFAULTS["rounds"], container=bottom[0],
-                                label="IMP rounds", url_key="rounds", placeholder=f"default: {DEFAULTS['rounds']}",
-                                help="For IMP: how many times it prunes. Round 0 trains the dense network; every "
-                                     "round trains again, so IMP costs one full training per round.")
-        epochs = ui.field_input("epochs", key="lt-epochs", default=DEFAULTS["epochs"], container=bottom[1],
-                                label="Epochs per IMP round",
-                                help="For IMP: the epochs of every round's training and of the final ticket's.")
-        gem_epochs = ui.field_input("epochs", key="lt-gem-epochs", default=DEFAULTS["gem_epochs"],
-                                    container=bottom[2], label="GemMiner epochs", url_key="gem_epochs",
-                                    help="For GemMiner: the epochs of score learning (weights frozen), and then of "
-                                         "training the ticket it found.")
-        others = [m for m in ui.method_choices() if m not in SEARCHES]
-        ui.remember("lt-compare", [], _methods, url_key="compare", many=True)
+        rounds = widgets.field_input("iterations", key="lt-rounds", default=DEFAULTS["rounds"], container=bottom[0],
+                                     label="IMP rounds", url_key="rounds",
+                                     placeholder=f"default: {DEFAULTS['rounds']}",
+                                     help="For IMP: how many times it prunes. Round 0 trains the dense network; every "
+                                          "round trains again, so IMP costs one full training per round.")
+        epochs = widgets.field_input("epochs", key="lt-epochs", default=DEFAULTS["epochs"], container=bottom[1],
+                                     label="Epochs per IMP round",
+                                     help="For IMP: the epochs of every round's training and of the final ticket's.")
+        gem_epochs = widgets.field_input("epochs", key="lt-gem-epochs", default=DEFAULTS["gem_epochs"],
+                                         container=bottom[2], label="GemMiner epochs", url_key="gem_epochs",
+                                         help="For GemMiner: the epochs of score learning (weights frozen), and then "
+                                              "of training the ticket it found.")
+        others = [m for m in widgets.method_choices() if m not in SEARCHES]
+        state.restore_widget_value("lt-compare", [], widgets.known_names("method", METHODS), url_key="compare",
+                                   many=True)
         st.session_state["lt-compare"] = [m for m in st.session_state["lt-compare"] if m in others]
         compare = bottom[3].multiselect(
-            "Also compare with", others, key="lt-compare", format_func=lambda m: ui.choice_label("method", m),
+            "Also compare with", others, key="lt-compare", format_func=lambda m: widgets.choice_label("method", m),
             placeholder="one-shot methods (optional)",
             help="Prune at initialisation with these methods to the same sparsity and train for the IMP epochs: "
                  "their search costs almost nothing, but does their accuracy keep up with the tickets'?")
-        ui.keep("lt-compare")
+        state.save_widget_values("lt-compare")
     return {"dataset": dataset, "model": model, "seed": int(seed), "sparsity": sparsity,
             "rounds": int(rounds or DEFAULTS["rounds"]), "epochs": int(epochs), "gem_epochs": int(gem_epochs),
             "compare": list(compare)}
@@ -83,11 +79,11 @@ def run_configs(values: dict) -> dict[str, RunConfig]:
 
 
 def _search_rows(run_id: int) -> pd.DataFrame:
-    return findings.split_metrics(ui.store().metrics(run_id))[1]
+    return findings.split_metrics(state.store().metrics(run_id))[1]
 
 
 def _training_steps(run_id: int) -> float:
-    training = findings.split_metrics(ui.store().metrics(run_id))[0]
+    training = findings.split_metrics(state.store().metrics(run_id))[0]
     return float(training["step"].max()) if len(training) else math.nan
 
 
@@ -116,7 +112,7 @@ def cost_table(records: dict[str, dict]) -> pd.DataFrame:
 
 def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) -> None:
     st.subheader("IMP: train, prune the smallest weights, rewind, repeat", anchor=False)
-    ui.job_status(record, "lt-imp")
+    panels.job_status(record, "lt-imp")
     rounds = _search_rows(record["id"])
     planned = [1.0] + imp_round_densities(1 - values["sparsity"], values["rounds"], "exponential", None)
     done = table.set_index("method")
@@ -151,7 +147,7 @@ def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) 
 
 def gemminer_section(record: dict, values: dict, chance: float) -> None:
     st.subheader("GemMiner: learn which weights to keep, weights frozen", anchor=False)
-    ui.job_status(record, "lt-gem")
+    panels.job_status(record, "lt-gem")
     rows = _search_rows(record["id"])
     left, right = st.columns([2.3, 1], gap="medium")
     with left:
@@ -210,8 +206,8 @@ def results(run_ids: dict[str, int], values: dict) -> None:
 
     def draw(records: dict[int, dict]) -> None:
         by_method = {m: records[run_ids[m]] for m in order}
-        ui.runs_status({f"{units.method_label(m)} at the same sparsity": r for m, r in by_method.items()
-                        if m not in SEARCHES}, "lt-others")
+        panels.runs_status({f"{units.method_label(m)} at the same sparsity": r for m, r in by_method.items()
+                            if m not in SEARCHES}, "lt-others")
         table = cost_table(by_method)
         if "imp" in by_method:
             imp_section(by_method["imp"], values, table, chance)
@@ -219,41 +215,38 @@ def results(run_ids: dict[str, int], values: dict) -> None:
             gemminer_section(by_method["gemminer"], values, chance)
         comparison_section(table, values)
 
-    ui.live_runs([run_ids[m] for m in order], "lt", draw)
+    panels.live_runs([run_ids[m] for m in order], "lt", draw)
 
 
-ui.page_header("Lottery tickets", "Two ways to find a sparse network that trains as well as the dense one from its "
-                                  "initial weights: IMP trains and prunes round after round, GemMiner learns the mask "
-                                  "with the weights frozen. Watch both searches, then compare their tickets and what "
-                                  "they cost.")
-with ui.error_boundary():
+navigation.page_header("Lottery tickets", "Two ways to find a sparse network that trains as well as the dense one from "
+                                          "its initial weights: IMP trains and prunes round after round, GemMiner "
+                                          "learns the mask with the weights frozen. Watch both searches, then compare "
+                                          "their tickets and what they cost.")
+with errors.error_boundary():
     values = controls()
-    ui.url_notes()
-    ui.sync_url({"dataset": values["dataset"], "model": values["model"], "seed": values["seed"],
-                 "sparsity": values["sparsity"], "rounds": values["rounds"], "epochs": values["epochs"],
-                 "gem_epochs": values["gem_epochs"], "compare": values["compare"]})
-    ui.require_dataset(values["dataset"])
+    state.show_ignored_link_notes()
+    state.sync_url({"dataset": values["dataset"], "model": values["model"], "seed": values["seed"],
+                    "sparsity": values["sparsity"], "rounds": values["rounds"], "epochs": values["epochs"],
+                    "gem_epochs": values["gem_epochs"], "compare": values["compare"]})
+    panels.require_dataset(values["dataset"])
     configs = run_configs(values)
-    found, statuses = ui.stored_runs(configs)
-    missing = [m for m in configs if statuses.get(m) in (None, "failed", "cancelled")]
-    if missing:
+    stored = panels.stored_runs(configs)
+    if stored.missing:
         trainings = (values["rounds"] + 1) * values["epochs"] + 2 * values["gem_epochs"] + \
             len(values["compare"]) * values["epochs"]
-        st.button("Run what is missing" if found else "Find both tickets", type="primary", icon=":material/play_arrow:",
-                  key="lt-run", on_click=ui.submit_runs, args=(configs, "lt-started"),
+        st.button("Run what is missing" if stored.run_ids else "Find both tickets", type="primary",
+                  icon=":material/play_arrow:", key="lt-run", on_click=panels.submit_runs, args=(configs, "lt-started"),
                   help="Queue IMP and GemMiner (and the methods to compare with) in the server's background job "
                        "queue. Runs that finished before with the same settings are reused; you can leave the page "
                        "and come back.")
-        if not found:
-            st.caption(f"About {trainings} epochs of training in all on the {ui.device_label()}: IMP trains "
+        if not stored.run_ids:
+            st.caption(f"About {trainings} epochs of training in all on the {state.device_label()}: IMP trains "
                        f"{values['rounds'] + 1} times, GemMiner learns scores and trains once.")
-    if found:
-        if not missing and all(s == "done" for s in statuses.values()) and \
-                not set(found.values()) & st.session_state.get("lt-started", set()):
-            st.success("**Reused from the store:** these runs finished before with exactly these settings, so nothing "
-                       "was recomputed.", icon=":material/recycling:")
-        results(found, values)
+    if stored.run_ids:
+        panels.reused_note(stored.run_ids.values(), stored.all_done, "lt-started",
+                           "these runs finished before with exactly these settings")
+        results(stored.run_ids, values)
     with st.expander("How IMP and GemMiner work: scores and papers", icon=":material/menu_book:"):
         for tab, name in zip(st.tabs([METHODS[m].label for m in SEARCHES]), SEARCHES):
             with tab:
-                ui.explain_method(name)
+                views.explain_method(name)

@@ -12,7 +12,7 @@ import time
 
 import streamlit as st
 
-from pages import common as ui
+from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import DENSE, RunConfig, field_label, help_text
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
 from pruning_core.engine.methods import METHODS
@@ -25,6 +25,7 @@ PRESET_ICONS = {"quick_demo": ":material/bolt:", "magnitude_collapse": ":materia
                 "synflow_vs_snip": ":material/compare_arrows:"}
 FIELDS = ("dataset", "model", "method", "schedule", "iterations", "scope", "seed", "epochs")
 COMPARE_MAX = 3
+STARTED = "started_runs"   # session key: the training runs this session started (not reused)
 
 
 def apply_preset(name: str) -> None:
@@ -35,21 +36,20 @@ def apply_preset(name: str) -> None:
     values = {field: getattr(config, field) for field in FIELDS}
     values["compression"] = round(units.log_compression(config.sparsity), 1)
     values["compare"] = [m for m in preset.compare if m != config.method]
-    ui.set_values(values)
+    state.set_widget_values(values)
     st.session_state["autotrain"] = name
     st.session_state.pop("run_id", None)
 
 
 def initial_values() -> dict:
     """Defaults for this device, or, when the link names a run (?run=12), that run's configuration."""
-    values = {**RunConfig().to_dict(), **ui.device_defaults()}
-    if "dataset" in st.session_state.get(ui._SHADOW, {}) or "run" not in st.query_params:
+    values = {**RunConfig().to_dict(), **state.device_defaults()}
+    if state.has_saved_widget_value("dataset") or "run" not in st.query_params:
         return values
     try:
-        values.update(ui.store().get_run(int(st.query_params["run"]))["config"])
+        values.update(state.store().get_run(int(st.query_params["run"]))["config"])
     except (ValueError, UnknownRunError):
-        st.session_state.setdefault(ui._URL_NOTES, []).append(
-            f"`run={st.query_params['run']}` was ignored: no such run in the store")
+        state.note_ignored_link(f"run={st.query_params['run']}", "no such run in the store")
     return values
 
 
@@ -57,64 +57,60 @@ def config_form(defaults: dict) -> tuple[RunConfig, list[str]]:
     """The configuration widgets; returns the configuration and the methods to compare with."""
     with st.container(border=True):
         top = st.columns([1.1, 1.1, 1.2, 0.6], gap="medium", vertical_alignment="bottom")
-        ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
-        ui.field_input("model", default=defaults["model"], container=top[1])
-        method = ui.field_input("method", default=defaults["method"], options=ui.method_choices(), container=top[2])
-        ui.field_input("seed", default=defaults["seed"], container=top[3])
+        widgets.field_input("dataset", default=defaults["dataset"], options=widgets.dataset_choices(),
+                            container=top[0])
+        widgets.field_input("model", default=defaults["model"], container=top[1])
+        method = widgets.field_input("method", default=defaults["method"], options=widgets.method_choices(),
+                                     container=top[2])
+        widgets.field_input("seed", default=defaults["seed"], container=top[3])
 
         middle = st.columns([2.4, 1.2], gap="medium", vertical_alignment="center")
-        ui.remember("compression", round(units.log_compression(defaults["sparsity"]), 1),
-                    lambda raw: round(units.log_compression(ui.parse_field("sparsity", raw)), 1), url_key="sparsity")
+        state.restore_widget_value("compression", round(units.log_compression(defaults["sparsity"]), 1),
+                                   lambda raw: round(units.log_compression(widgets.parse_field("sparsity", raw)), 1),
+                                   url_key="sparsity")
         x = middle[0].slider(
             f"{field_label('sparsity')}: compression 10^x", min_value=0.0, max_value=4.0, step=0.1, format="10^%.1f",
             key="compression", help=help_text("sparsity") + " The slider moves in powers of ten: 10^2 keeps 1 in 100 "
                                                           "weights, 10^3 keeps 1 in 1,000.")
-        ui.keep("compression")
+        state.save_widget_values("compression")
         sparsity = units.sparsity_from_log(x)
         with middle[1]:
             st.markdown(f"**{units.percent(sparsity)} of the weights removed**  \n"
                         f"compression {units.compression_text(sparsity)} · density {units.percent(1 - sparsity)}")
-            ui.method_popover(method)
+            views.method_popover(method)
 
         bottom = st.columns([1, 0.8, 1, 0.7, 1.8], gap="medium", vertical_alignment="bottom")
-        ui.field_input("schedule", default=defaults["schedule"], container=bottom[0])
+        widgets.field_input("schedule", default=defaults["schedule"], container=bottom[0])
         default_rounds = METHODS[method].default_iterations if method in METHODS else 1
-        ui.field_input("iterations", default=defaults["iterations"], container=bottom[1],
-                       placeholder=f"default: {default_rounds}")
-        ui.field_input("scope", default=defaults["scope"], container=bottom[2])
-        ui.field_input("epochs", default=defaults["epochs"], container=bottom[3])
-        others = [m for m in ui.method_choices() if m != method]
-        ui.remember("compare", [], lambda raw: _known_methods(raw), many=True)
+        widgets.field_input("iterations", default=defaults["iterations"], container=bottom[1],
+                            placeholder=f"default: {default_rounds}")
+        widgets.field_input("scope", default=defaults["scope"], container=bottom[2])
+        widgets.field_input("epochs", default=defaults["epochs"], container=bottom[3])
+        others = [m for m in widgets.method_choices() if m != method]
+        state.restore_widget_value("compare", [], widgets.known_names("method", METHODS), many=True)
         st.session_state["compare"] = [m for m in st.session_state["compare"] if m in others][:COMPARE_MAX]
         compare = bottom[4].multiselect(
             "Compare with", others, key="compare", max_selections=COMPARE_MAX,
-            format_func=lambda m: ui.choice_label("method", m), placeholder="other methods (optional)",
+            format_func=lambda m: widgets.choice_label("method", m), placeholder="other methods (optional)",
             help="Prune the same initial weights with these methods too and draw their layer densities beside "
                  "the chosen method's.")
-        ui.keep("compare")
+        state.save_widget_values("compare")
     values = {f: st.session_state[f] for f in FIELDS}
     config = RunConfig(sparsity=sparsity, **values)
     return config, list(compare)
-
-
-def _known_methods(raw: list[str]) -> list[str]:
-    unknown = [m for m in raw if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}")
-    return list(raw)
 
 
 def prune_result(config: RunConfig) -> tuple | None:
     """(layers, summary, source) of this configuration: from the store when it ran before, else pruned
     here (fast configurations), else None (a background prune is offered instead)."""
     key = config.key()
-    stored = ui.stored_result(key)
+    stored = views.stored_result(key)
     if stored is not None:
         layers, summary, run_id = stored
         return layers, {**findings.layer_summary(layers), **summary}, f"from run #{run_id} in the store"
-    if ui.runs_inline(config):
+    if state.runs_inline(config):
         with st.spinner(f"Pruning with {units.method_label(config.method)}…"):
-            layers, summary = ui.prune_preview(json.dumps(config.to_dict(), sort_keys=True))
+            layers, summary = views.prune_preview(json.dumps(config.to_dict(), sort_keys=True))
         seconds = summary.get("prune_s") or 0.0
         return layers, summary, f"pruned in {units.duration_text(seconds)}" if seconds >= 1 else "pruned just now"
     return None
@@ -122,19 +118,19 @@ def prune_result(config: RunConfig) -> tuple | None:
 
 def background_prune(config: RunConfig) -> None:
     """Big models on a CPU: prune through the job queue, on request."""
-    db = ui.store()
+    db = state.store()
     active = db.latest_runs([config.key()], kind="prune")
-    st.info(f"Pruning {ui.choice_label('model', config.model)} on the {ui.device_label()} takes a while, so it "
-            "runs in the background job queue rather than in the page. Training prunes it too.",
+    st.info(f"Pruning {widgets.choice_label('model', config.model)} on the {state.device_label()} takes a while, so "
+            "it runs in the background job queue rather than in the page. Training prunes it too.",
             icon=":material/schedule:")
     if active.empty or active.iloc[0]["status"] in ("failed", "cancelled"):
         if st.button("Prune in the background", icon=":material/play_arrow:", key="prune-background",
                      help="Queue a prune-only job; the densities appear here when it finishes."):
-            ui.live_panel(ui.manager().submit(config, kind="prune"), key="prune-job")
+            panels.live_panel(state.manager().submit(config, kind="prune"), key="prune-job")
         elif not active.empty:
-            ui.live_panel(int(active.iloc[0]["run_id"]), key="prune-job")
+            panels.live_panel(int(active.iloc[0]["run_id"]), key="prune-job")
     else:
-        ui.live_panel(int(active.iloc[0]["run_id"]), key="prune-job")
+        panels.live_panel(int(active.iloc[0]["run_id"]), key="prune-job")
 
 
 def pruning_section(config: RunConfig, compare: list[str]) -> None:
@@ -148,16 +144,16 @@ def pruning_section(config: RunConfig, compare: list[str]) -> None:
                     "download it in the background, then prune and train; offline, choose the built-in digits "
                     f"dataset instead.  \n{error}", icon=":material/cloud_download:")
         else:
-            ui.show_error(error)
+            errors.show_error(error)
         return
     if result is None:
         background_prune(config)
         return
     layers, summary, source = result
-    st.caption(f"{ui.config_caption(config.to_dict())} — {source}")
+    st.caption(f"{views.config_caption(config.to_dict())} — {source}")
     tables = {}
     for other in compare if not config.is_dense else []:
-        with ui.error_boundary():
+        with errors.error_boundary():
             other_config = config.replace(method=other, iterations=None).canonical()
             found = prune_result(other_config)
             if found is None:
@@ -165,14 +161,14 @@ def pruning_section(config: RunConfig, compare: list[str]) -> None:
                            "the background only.")
             else:
                 tables[other] = found[0]
-    ui.pruning_result(layers, summary, key="prune", label=config.method if not config.is_dense else DENSE,
-                      compare=tables or None)
+    views.pruning_result(layers, summary, key="prune", label=config.method if not config.is_dense else DENSE,
+                         compare=tables or None)
 
 
 def current_run(config: RunConfig) -> dict | None:
     """The training run to show for this configuration: the one this session or the link follows, else the
     store's best run of the same configuration and seed (reused, not recomputed)."""
-    db = ui.store()
+    db = state.store()
     key = config.key()
     for candidate in (st.session_state.get("run_id"), st.query_params.get("run")):
         try:
@@ -187,10 +183,7 @@ def current_run(config: RunConfig) -> dict | None:
 
 def start_training(config: RunConfig) -> None:
     """Submit the run to the job manager (a button's on_click, or a preset's autotrain)."""
-    run_id = ui.manager().submit(config, kind="train")
-    if ui.store().get_run(run_id)["status"] != "done":
-        st.session_state.setdefault("started_runs", set()).add(run_id)
-    st.session_state["run_id"] = run_id
+    st.session_state["run_id"] = panels.submit_run(config, STARTED)
 
 
 def training_section(config: RunConfig) -> int | None:
@@ -198,7 +191,6 @@ def training_section(config: RunConfig) -> int | None:
     if st.session_state.pop("autotrain", None) and current_run(config) is None:
         start_training(config)
     record = current_run(config)
-    started = st.session_state.setdefault("started_runs", set())
     if record is None or record["status"] in ("failed", "cancelled"):
         again = record is not None
         label = (f"Train {config.epochs} epoch{'s' if config.epochs != 1 else ''}" if config.epochs
@@ -208,43 +200,43 @@ def training_section(config: RunConfig) -> int | None:
                   help="Prune this configuration and train it. It runs in the server's background queue: you can "
                        "change widgets, switch pages or close the tab, and come back to it.")
     if record is None:
-        st.caption(f"About {_estimate(config)} on the {ui.device_label()}. The curves of loss and accuracy "
+        st.caption(f"About {_estimate(config)} on the {state.device_label()}. The curves of loss and accuracy "
                    "appear here live while it trains.")
         return None
     run_id = record["id"]
     st.session_state["run_id"] = run_id
-    if record["status"] == "done" and run_id not in started:
+    if record["status"] == "done":
         when = units.duration_text(max(0.0, time.time() - (record["finished_at"] or 0)))
-        st.success(f"**Reused from the store:** run #{run_id} trained this exact configuration and seed {when} "
-                   "ago, so nothing was recomputed.", icon=":material/recycling:")
+        panels.reused_note([run_id], True, STARTED,
+                           f"run #{run_id} trained this exact configuration and seed {when} ago")
 
     def draw(rec: dict) -> None:
-        ui.run_summary(rec)
-        ui.training_curves(rec["id"], "train", rec)
+        views.run_summary(rec)
+        views.training_curves(rec["id"], "train", rec)
 
-    ui.live_panel(run_id, key="train", draw=draw)
+    panels.live_panel(run_id, key="train", draw=draw)
     return run_id
 
 
 def _estimate(config: RunConfig) -> str:
     if config.dataset == "digits" and config.model in ("mlp", "conv"):
-        return "a second per epoch" if ui.on_gpu() else "one to two seconds per epoch"
-    return "a while (minutes per epoch on a CPU)" if not ui.on_gpu() else "seconds per epoch"
+        return "a second per epoch" if state.on_gpu() else "one to two seconds per epoch"
+    return "a while (minutes per epoch on a CPU)" if not state.on_gpu() else "seconds per epoch"
 
 
-ui.page_header("Prune & train", "Remove most of a network's weights before it has seen any data, see which "
-                                 "layers survive, then train what is left.")
+navigation.page_header("Prune & train", "Remove most of a network's weights before it has seen any data, see which "
+                                        "layers survive, then train what is left.")
 preset_columns = st.columns(len(PRESET_NAMES), gap="small")
 for column, name in zip(preset_columns, PRESET_NAMES):
     column.button(PRESETS[name].label, key=f"preset-{name}", on_click=apply_preset, args=(name,),
                   help=PRESETS[name].description, icon=PRESET_ICONS.get(name), width="stretch")
-with ui.error_boundary():
+with errors.error_boundary():
     config, compare = config_form(initial_values())
     config = config.validate()
-    ui.url_notes()
+    state.show_ignored_link_notes()
     url = {f: getattr(config, f) for f in FIELDS}
     url.update(sparsity=config.sparsity, compare=compare, run=None)
     pruning_section(config, compare)
     run_id = training_section(config)
     url["run"] = run_id
-    ui.sync_url(url)
+    state.sync_url(url)

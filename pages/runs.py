@@ -10,7 +10,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from pages import common as ui
+from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.infra.store import STATUSES
 from pruning_core.presentation import charts, findings, units
@@ -21,7 +21,7 @@ PAGE_SIZE = 500
 def run_label(row: pd.Series | dict) -> str:
     method = units.method_label(row["method"]) if row["method"] else "?"
     sparsity = "" if row["method"] == DENSE else f" {units.percent(row['sparsity'] or 0)}"
-    return (f"#{row['run_id']} · {method}{sparsity} · {ui.choice_label('model', row['model'])} on "
+    return (f"#{row['run_id']} · {method}{sparsity} · {widgets.choice_label('model', row['model'])} on "
             f"{row['dataset']} · seed {row['seed']} · {row['status']}")
 
 
@@ -41,10 +41,10 @@ def filters(runs: pd.DataFrame) -> pd.DataFrame:
                                       format_func=units.method_label, placeholder="any",
                                       help="Show only runs of these pruning methods.")
         models = cols[2].multiselect("Model", sorted(runs["model"].dropna().unique()), key="runs-model",
-                                     format_func=lambda m: ui.choice_label("model", m), placeholder="any",
+                                     format_func=lambda m: widgets.choice_label("model", m), placeholder="any",
                                      help="Show only runs of these architectures.")
         datasets = cols[3].multiselect("Dataset", sorted(runs["dataset"].dropna().unique()), key="runs-dataset",
-                                       format_func=lambda d: ui.choice_label("dataset", d), placeholder="any",
+                                       format_func=lambda d: widgets.choice_label("dataset", d), placeholder="any",
                                        help="Show only runs on these datasets.")
         kinds = cols[4].multiselect("Kind", sorted(runs["kind"].dropna().unique()), key="runs-kind",
                                     placeholder="any", help="'train': pruned and trained; 'prune': pruned only.")
@@ -60,7 +60,7 @@ def history_table(runs: pd.DataFrame) -> None:
         "run": runs["run_id"], "status": runs["status"], "kind": runs["kind"],
         "method": runs["method"].map(units.method_label),
         "removed": runs["sparsity"].map(lambda s: units.percent(s) if s == s and s is not None else ""),
-        "model": runs["model"].map(lambda m: ui.choice_label("model", m)), "dataset": runs["dataset"],
+        "model": runs["model"].map(lambda m: widgets.choice_label("model", m)), "dataset": runs["dataset"],
         "seed": runs["seed"], "accuracy": runs["final_test_accuracy"], "connected": runs["effective_density"],
         "created": pd.to_datetime(runs["created_at"], unit="s"),
         "duration": runs["duration_s"].map(units.duration_text),
@@ -84,13 +84,13 @@ def actions(selected: list[int], runs: pd.DataFrame) -> None:
     cols[0].download_button("Export CSV", chosen.to_csv(index=False), file_name="runs.csv", mime="text/csv",
                             icon=":material/table:", width="stretch", on_click="ignore", key="export-csv",
                             help="One row per selected run: configuration, status, accuracy, timings.")
-    cols[1].download_button("Export JSON", lambda: json.dumps(ui.store().export_runs(selected), indent=1),
+    cols[1].download_button("Export JSON", lambda: json.dumps(state.store().export_runs(selected), indent=1),
                             file_name="runs.json", mime="application/json", icon=":material/data_object:",
                             width="stretch", on_click="ignore", key="export-json",
                             help="Full records of the selected runs: configuration, summary, per-epoch metrics and "
                                  "per-layer table.")
-    with_masks = [r for r in selected if ui.store().get_run(r)["has_masks"]]
-    cols[2].download_button("Download masks", lambda: ui.masks_archive(with_masks), file_name="masks.zip",
+    with_masks = [r for r in selected if state.store().get_run(r)["has_masks"]]
+    cols[2].download_button("Download masks", lambda: views.masks_archive(with_masks), file_name="masks.zip",
                             mime="application/zip", icon=":material/grid_on:", width="stretch", on_click="ignore",
                             key="export-masks", disabled=not with_masks,
                             help="A zip with one .npz per run: a boolean array per layer (True = weight kept). "
@@ -106,16 +106,16 @@ def actions(selected: list[int], runs: pd.DataFrame) -> None:
 def delete_runs(run_ids: list[int]) -> None:
     """on_click of the delete confirmation: cancel what still runs, delete, clear the selection."""
     for run_id in run_ids:
-        if ui.store().get_run(run_id)["status"] in ("queued", "running"):
-            ui.manager().cancel(run_id)
-        ui.store().delete_run(run_id)
+        if state.store().get_run(run_id)["status"] in ("queued", "running"):
+            state.manager().cancel(run_id)
+        state.store().delete_run(run_id)
     st.session_state["runs-selected"] = []
     if st.session_state.get("runs-open") in run_ids:
         st.session_state["runs-open"] = None
 
 
 def overlay(selected: list[int], runs: pd.DataFrame) -> None:
-    db = ui.store()
+    db = state.store()
     labels = {int(r["run_id"]): short_label(r) for _, r in runs[runs["run_id"].isin(selected)].iterrows()}
     curves = {labels[r]: db.metrics(r) for r in selected if r in labels}
     curves = {k: v for k, v in curves.items() if not v.empty}
@@ -151,18 +151,18 @@ def open_in_prune_page(record: dict) -> None:
         values["method"] = "synflow"
     values["compression"] = round(units.log_compression(config.sparsity), 1)
     values["compare"] = []
-    ui.set_values(values)
+    state.set_widget_values(values)
     st.session_state["run_id"] = record["id"]
-    st.switch_page(ui.PAGES["prune"])
+    st.switch_page(navigation.PAGES["prune"])
 
 
 def run_detail(run_id: int) -> None:
     """One run, shown with the same views the Prune & train page used when it ran."""
-    db = ui.store()
+    db = state.store()
     record = db.get_run(run_id)
     created = datetime.fromtimestamp(record["created_at"]).strftime("%Y-%m-%d %H:%M")
     st.markdown(f"**Run #{run_id}** ({record['kind']}, {record['status']}, created {created} on "
-                f"{record.get('device') or 'not started'}) — {ui.config_caption(record['config'])}")
+                f"{record.get('device') or 'not started'}) — {views.config_caption(record['config'])}")
     head = st.columns([1, 1, 3], gap="small")
     if head[0].button("Open in Prune & train", icon=":material/open_in_new:", key="open-in-prune", width="stretch",
                       help="Load this run's configuration on the Prune & train page."):
@@ -174,15 +174,15 @@ def run_detail(run_id: int) -> None:
     layers = db.layers(run_id)
     if layers is not None:
         summary = {**findings.layer_summary(layers), **(record.get("summary") or {})}
-        ui.pruning_result(layers, summary, key="open", label=record["method"] or "kept")
+        views.pruning_result(layers, summary, key="open", label=record["method"] or "kept")
     if record["kind"] != "prune":
         def draw(rec: dict) -> None:
-            ui.run_summary(rec)
-            ui.training_curves(rec["id"], "open", rec)
+            views.run_summary(rec)
+            views.training_curves(rec["id"], "open", rec)
 
-        ui.live_panel(run_id, key="open", draw=draw)
+        panels.live_panel(run_id, key="open", draw=draw)
     elif record["status"] != "done":
-        ui.live_panel(run_id, key="open")
+        panels.live_panel(run_id, key="open")
     warnings = (record.get("summary") or {}).get("warnings") or []
     for warning in warnings:
         st.caption(f"Recorded warning: {warning}")
@@ -191,10 +191,10 @@ def run_detail(run_id: int) -> None:
                 expanded=False)
 
 
-ui.page_header("Runs", "Every run in the store: filter, overlay, export, delete, or open one to see what it "
-                       "showed when it ran.")
-with ui.error_boundary():
-    db = ui.store()
+navigation.page_header("Runs", "Every run in the store: filter, overlay, export, delete, or open one to see what it "
+                               "showed when it ran.")
+with errors.error_boundary():
+    db = state.store()
     all_runs = db.list_runs(limit=PAGE_SIZE)
     if all_runs.empty:
         st.info("No runs yet. Train something on **Prune & train** or run a sweep on **Compare methods**.",
@@ -223,6 +223,6 @@ with ui.error_boundary():
         st.session_state["runs-open"] = None
     opened = st.selectbox("Run", options, key="runs-open", index=None, format_func=lambda r: labels.get(r, f"#{r}"),
                           placeholder="choose a run to open", help="Shows the run as the Prune & train page showed it.")
-    ui.sync_url({"open": opened})
+    state.sync_url({"open": opened})
     if opened is not None:
         run_detail(int(opened))

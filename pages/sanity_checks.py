@@ -12,62 +12,39 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import common as ui
+from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS
 from pruning_core.presentation import charts, findings, units
-from pruning_core.studies.sanity import SANITY_DESCRIPTIONS, SANITY_LABELS, SANITY_VARIANTS, TOLERANCE, explain_sanity
+from pruning_core.studies.sanity import SANITY_LABELS, SANITY_VARIANTS, TOLERANCE, explain_sanity, sanity_table
 
 DEFAULTS = {"method": "synflow", "sparsity": 0.9, "epochs": 5}
 
 
 def controls() -> RunConfig:
-    defaults = ui.device_defaults()
+    defaults = state.device_defaults()
     with st.container(border=True):
         top = st.columns([1.1, 1.1, 1.3, 0.6, 0.6], gap="medium", vertical_alignment="bottom")
-        dataset = ui.field_input("dataset", default=defaults["dataset"], options=ui.dataset_choices(), container=top[0])
-        model = ui.field_input("model", default=defaults["model"], container=top[1])
-        method = ui.field_input("method", key="sc-method", default=DEFAULTS["method"], options=ui.method_choices(),
-                                container=top[2], help="Its mask is checked against the three transformed versions.")
-        epochs = ui.field_input("epochs", key="sc-epochs", default=DEFAULTS["epochs"], container=top[3],
-                                help="Every variant trains this long: too short, and run-to-run noise hides the "
-                                     "differences.")
-        seed = ui.field_input("seed", default=0, container=top[4])
+        dataset = widgets.field_input("dataset", default=defaults["dataset"], options=widgets.dataset_choices(),
+                                      container=top[0])
+        model = widgets.field_input("model", default=defaults["model"], container=top[1])
+        method = widgets.field_input("method", key="sc-method", default=DEFAULTS["method"],
+                                     options=widgets.method_choices(), container=top[2],
+                                     help="Its mask is checked against the three transformed versions.")
+        epochs = widgets.field_input("epochs", key="sc-epochs", default=DEFAULTS["epochs"], container=top[3],
+                                     help="Every variant trains this long: too short, and run-to-run noise hides the "
+                                          "differences.")
+        seed = widgets.field_input("seed", default=0, container=top[4])
         bottom = st.columns([1.6, 2], gap="medium", vertical_alignment="top")
-        sparsity = ui.sparsity_slider("sc-compression", DEFAULTS["sparsity"], container=bottom[0], max_log=3.0)
+        sparsity = widgets.sparsity_slider("sc-compression", DEFAULTS["sparsity"], container=bottom[0], max_log=3.0)
         with bottom[1]:
-            ui.method_popover(method)
+            views.method_popover(method)
     return RunConfig(dataset=dataset, model=model, method=method, sparsity=sparsity, epochs=int(epochs),
                      seed=int(seed)).validate()
 
 
 def variant_configs(config: RunConfig) -> dict[str, RunConfig]:
     return {variant: config.replace(sanity=variant) for variant in SANITY_VARIANTS}
-
-
-def sanity_table(config: RunConfig, records: dict[str, dict]) -> pd.DataFrame:
-    """The variants' results as `pc.sanity_checks` tabulates them (accuracy NaN until a run is done), in the
-    order of SANITY_VARIANTS, with the attributes `explain_sanity` reads."""
-    rows = []
-    for variant in SANITY_VARIANTS:
-        record = records.get(variant)
-        summary = (record or {}).get("summary") or {}
-        done = record is not None and record["status"] == "done"
-        rows.append({"variant": variant, "label": SANITY_LABELS[variant], "description": SANITY_DESCRIPTIONS[variant],
-                     "test_accuracy": summary.get("final_test_accuracy") if done else None,
-                     "best_test_accuracy": summary.get("best_test_accuracy") if done else None,
-                     "density": summary.get("density") if done else None,
-                     "run_id": record["id"] if record else None,
-                     "status": record["status"] if record else "not run"})
-    table = pd.DataFrame(rows)
-    for column in ("test_accuracy", "best_test_accuracy", "density"):
-        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
-    own = table.loc[table["variant"] == "none", "test_accuracy"].iloc[0]
-    table["change"] = table["test_accuracy"] - own
-    table.attrs.update({"method": config.method, "sparsity": config.sparsity, "model": config.model,
-                        "dataset": config.dataset, "epochs": config.epochs,
-                        "num_classes": DATASETS[config.dataset].num_classes})
-    return table
 
 
 def verdict(table: pd.DataFrame) -> tuple[str, str] | None:
@@ -92,8 +69,8 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
 
     def draw(records: dict[int, dict]) -> None:
         by_variant = {v: records[r] for v, r in run_ids.items()}
-        ui.runs_status({SANITY_LABELS[v]: r for v, r in by_variant.items()}, "sc")
-        table = sanity_table(config, by_variant)
+        panels.runs_status({SANITY_LABELS[v]: r for v, r in by_variant.items()}, "sc")
+        table = sanity_table(config, {v: by_variant.get(v) for v in SANITY_VARIANTS})
         left, right = st.columns([1.5, 1], gap="medium")
         with left:
             st.plotly_chart(charts.sanity_chart(table, tolerance=TOLERANCE, chance=1 / classes), width="stretch",
@@ -111,7 +88,7 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
                 st.caption(f"{done} of {len(table)} variants trained; the explanation appears when all are done.")
             for row in table.itertuples():
                 st.caption(f"**{row.label}**: {row.description}.")
-        curves = {SANITY_LABELS[v]: ui.store().metrics(r["id"]) for v, r in by_variant.items()}
+        curves = {SANITY_LABELS[v]: state.store().metrics(r["id"]) for v, r in by_variant.items()}
         curves = {k: m for k, m in curves.items() if not findings.split_metrics(m)[0].empty}
         if curves:
             with st.expander("Training curves of the four variants", icon=":material/show_chart:",
@@ -119,37 +96,34 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
                 st.plotly_chart(charts.training_curves(curves, chance=1 / classes, uirevision="sc-curves"),
                                 width="stretch", key="sc-curves", config={"displaylogo": False})
 
-    ui.live_runs([run_ids[v] for v in SANITY_VARIANTS if v in run_ids], "sc", draw)
+    panels.live_runs([run_ids[v] for v in SANITY_VARIANTS if v in run_ids], "sc", draw)
 
 
-ui.page_header("Sanity checks", "Does a pruning method choose the right weights, or only how many to keep per layer? "
-                                "Train its mask against the same mask shuffled, reinitialised and inverted "
-                                "(Frankle et al. 2021).")
-with ui.error_boundary():
+navigation.page_header("Sanity checks", "Does a pruning method choose the right weights, or only how many to keep per "
+                                        "layer? Train its mask against the same mask shuffled, reinitialised and "
+                                        "inverted (Frankle et al. 2021).")
+with errors.error_boundary():
     config = controls()
-    ui.url_notes()
-    ui.sync_url({"dataset": config.dataset, "model": config.model, "method": config.method,
-                 "sparsity": config.sparsity, "epochs": config.epochs, "seed": config.seed})
-    ui.require_dataset(config.dataset)
+    state.show_ignored_link_notes()
+    state.sync_url({"dataset": config.dataset, "model": config.model, "method": config.method,
+                    "sparsity": config.sparsity, "epochs": config.epochs, "seed": config.seed})
+    panels.require_dataset(config.dataset)
     configs = variant_configs(config)
-    found, statuses = ui.stored_runs(configs)
-    missing = [v for v in configs if statuses.get(v) in (None, "failed", "cancelled")]
-    if missing:
-        st.button("Run the missing checks" if found else "Run the sanity checks", type="primary",
-                  icon=":material/play_arrow:", key="sc-run", on_click=ui.submit_runs,
+    stored = panels.stored_runs(configs)
+    if stored.missing:
+        st.button("Run the missing checks" if stored.run_ids else "Run the sanity checks", type="primary",
+                  icon=":material/play_arrow:", key="sc-run", on_click=panels.submit_runs,
                   args=(configs, "sc-started"),
                   help="Queue the four runs (the method's mask and its three transformed versions) in the server's "
                        "background job queue. Variants that ran before with the same settings are reused; you can "
                        "leave the page and come back.")
-        if not found:
+        if not stored.run_ids:
             st.caption(f"Four trainings of {config.epochs} epoch{'s' if config.epochs != 1 else ''} each on the "
-                       f"{ui.device_label()}.")
-    if found:
-        if not missing and all(s == "done" for s in statuses.values()) and \
-                not set(found.values()) & st.session_state.get("sc-started", set()):
-            st.success("**Reused from the store:** all four variants ran before with exactly these settings, so "
-                       "nothing was recomputed.", icon=":material/recycling:")
-        results(config, found)
+                       f"{state.device_label()}.")
+    if stored.run_ids:
+        panels.reused_note(stored.run_ids.values(), stored.all_done, "sc-started",
+                           "all four variants ran before with exactly these settings")
+        results(config, stored.run_ids)
     with st.expander("What the three checks mean", icon=":material/menu_book:"):
         st.markdown(
             "Frankle et al. (2021) checked pruning-at-initialisation methods (SNIP, GraSP, SynFlow, magnitude) by "

@@ -19,9 +19,9 @@ def db(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNING_DB", str(path))
     monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path / "data"))
     yield path
-    from pages import common as ui
+    from dashboard import state
 
-    manager = ui._manager(str(path.resolve()))
+    manager = state.manager()
     for run_id in list(manager.tracked()):
         manager.cancel(run_id)
     manager.wait_idle(30)

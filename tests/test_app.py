@@ -8,6 +8,7 @@ Everything runs on the built-in digits dataset with tiny budgets (1 epoch); noth
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages import analyses
-from pages import common as ui
+from dashboard import navigation, state, views
 from pruning_core.config import RunConfig
 from pruning_core.infra import runner
 from pruning_core.infra.store import Store
+from pruning_core.studies import tasks
 
 TIMEOUT = 90
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -30,7 +31,7 @@ def open_page(page: str | None = None, **params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     if page is not None:
         at.run()  # AppTest needs one run of app.py before it can switch pages
-        at.switch_page(ui.PAGES[page])
+        at.switch_page(navigation.PAGES[page])
         at.query_params.clear()
     for key, value in params.items():
         at.query_params[key] = value
@@ -53,7 +54,7 @@ def assert_clean(at: AppTest) -> None:
 
 
 def wait_idle(db_path, timeout: float = 60) -> None:
-    assert ui._manager(str(db_path.resolve())).wait_idle(timeout), "the background job did not finish in time"
+    assert state.manager().wait_idle(timeout), "the background job did not finish in time"
 
 
 FAST = {"method": "magnitude", "epochs": "1"}  # the cheapest prune, one epoch
@@ -66,7 +67,20 @@ def test_every_page_renders_without_exception(db, page):
     assert_clean(at)
     assert at.title[0].value in {"Prune & train", "Compare methods", "Layer collapse", "Runs"}
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
-    assert "Device:" in sidebar and ui.device_label() in sidebar
+    assert "Device:" in sidebar and state.device_label() in sidebar
+
+
+def test_pages_folder_holds_only_the_registered_pages():
+    # Streamlit lists every file in pages/ as a page: a helper module there would show up in the navigation, and
+    # a page imported by another module would run as a script at import time. Shared code lives in dashboard/.
+    root = Path(APP).parent
+    assert sorted(p.relative_to(root).as_posix() for p in (root / "pages").glob("*.py")) == \
+        sorted(navigation.PAGES.values())
+    sources = [root / "app.py", *(p for folder in ("pages", "dashboard", "pruning_core", "tests", "benchmarks")
+                                  for p in (root / folder).rglob("*.py"))]
+    importers = [str(p.relative_to(root)) for p in sources
+                 if re.search(r"^\s*(from pages\b|import pages\b)", p.read_text(), re.M)]
+    assert importers == []
 
 
 def test_every_control_has_help_text(db):
@@ -75,7 +89,7 @@ def test_every_control_has_help_text(db):
     at = open_page(**FAST)
     for page in (None, "compare", "runs"):
         if page is not None:
-            at.switch_page(ui.PAGES[page]).run()
+            at.switch_page(navigation.PAGES[page]).run()
         if page == "runs":
             at.multiselect(key="runs-selected").set_value([1]).run()
             at.selectbox(key="runs-open").set_value(1).run()
@@ -116,7 +130,7 @@ def test_quick_demo_preset_produces_the_density_chart_and_queues_training(db):
     record = Store(db).get_run(run_id)
     assert record["config"]["method"] == "synflow" and record["config"]["sparsity"] == 0.99
     assert record["status"] in ("queued", "running", "done")
-    ui._manager(str(db.resolve())).cancel(run_id)
+    state.manager().cancel(run_id)
 
 
 def test_collapsed_configuration_shows_the_collapse_warning(db):
@@ -138,7 +152,7 @@ def test_magnitude_preset_sets_every_widget_and_compares_with_synflow(db):
     assert at.slider(key="compression").value == 3.0
     assert at.multiselect(key="compare").value == ["synflow"]
     assert any("Layer collapse" in e for e in texts(at, "error"))
-    ui._manager(str(db.resolve())).cancel(int(at.query_params["run"]))
+    state.manager().cancel(int(at.query_params["run"]))
 
 
 def test_training_runs_in_the_background_and_draws_live_curves(db):
@@ -191,7 +205,7 @@ def test_queued_run_shows_its_queue_position(db):
 
 
 def test_big_model_on_a_cpu_prunes_in_the_background(db, monkeypatch):
-    monkeypatch.setattr(ui, "on_gpu", lambda: False)  # on a GPU every model is pruned in the page
+    monkeypatch.setattr(state, "on_gpu", lambda: False)  # on a GPU every model is pruned in the page
     at = open_page(model="vgg11", method="magnitude", epochs="1")
     assert_clean(at)
     assert any("runs in the background job queue" in i for i in texts(at, "info"))
@@ -311,7 +325,7 @@ def test_quick_sweep_preset_sets_the_grid(db):
     assert at.multiselect(key="methods").value == ["synflow", "snip", "grasp", "magnitude", "random"]
     assert sorted(at.pills(key="sparsities").value) == [0.5, 0.9, 0.99, 0.999]
     sweep_id = int(at.query_params["sweep"])
-    ui._manager(str(db.resolve())).cancel_sweep(sweep_id)
+    state.manager().cancel_sweep(sweep_id)
     assert Store(db).get_sweep(sweep_id)["config"]["methods"][0] == "synflow"
 
 
@@ -327,8 +341,8 @@ def test_empty_grid_is_a_message(db):
 def test_layer_collapse_study_draws_critical_compression_heatmap_and_conservation(db):
     at = open_page("collapse", methods=["magnitude", "random"])
     assert_clean(at)
-    key = ("digits", "conv", 0, ("magnitude", "random"), analyses.LEVELS)
-    pool = ui.analysis_pool()
+    key = ("digits", "conv", 0, ("magnitude", "random"), tasks.LEVELS)
+    pool = state.study_pool()
     task = pool.get(key)
     assert task is not None
     task.future.result(timeout=60)
@@ -397,7 +411,7 @@ def test_masks_archive_holds_one_npz_per_run(db):
     run_id = runner.execute(RunConfig(method="magnitude", sparsity=0.99, epochs=0), store, kind="prune").run_id
     at = open_page("runs")  # makes the page's store the one at PRUNING_DB
     assert_clean(at)
-    archive = zipfile.ZipFile(io.BytesIO(ui.masks_archive([run_id])))
+    archive = zipfile.ZipFile(io.BytesIO(views.masks_archive([run_id])))
     (name,) = archive.namelist()
     masks = np.load(io.BytesIO(archive.read(name)))
     assert set(masks.files) == set(store.load_masks(run_id))

@@ -16,12 +16,12 @@ from streamlit.testing.v1 import AppTest
 from test_app import APP, TIMEOUT, assert_clean, figures_of, texts, wait_idle
 
 import pruning_core as pc
-from pages import analyses
-from pages import common as ui
+from dashboard import navigation, state
 from pruning_core.config import RunConfig
 from pruning_core.infra import runner
 from pruning_core.infra.store import Store
 from pruning_core.presentation import findings, units
+from pruning_core.studies import tasks
 
 TINY_LOTTERY = {"model": "mlp", "rounds": "2", "epochs": "1", "gem_epochs": "1"}
 
@@ -30,7 +30,7 @@ def open_page(page: str, **params) -> AppTest:
     """A new session opening a link to `page` with these URL parameters, as a new browser tab does (the page is
     the session's first run, so the link's dataset, model and seed are not overridden by the landing page's)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.switch_page(ui.PAGES[page])   # before the first run: found by its file name, as the URL path finds it
+    at.switch_page(navigation.PAGES[page])   # before the first run: found by its file name, as the URL path finds it
     for key, value in params.items():
         at.query_params[key] = value
     return at.run()
@@ -146,7 +146,7 @@ def test_gradient_flow_page_measures_in_the_background_and_draws_the_curves(db):
     assert at.selectbox(key="gf-model").value == "mlp"
     at.button(key="gf-run").click().run()
     key = ("gradient_flow", "digits", "mlp", "random", 0.9, 1, 0, ("dense", "sparse", "sparse_init"))
-    ui.analysis_pool().get(key).future.result(timeout=60)
+    state.study_pool().get(key).future.result(timeout=60)
     at.run()
     assert_clean(at)
     chart = figures_of(at)["gf-chart"]
@@ -167,7 +167,7 @@ def test_gradient_flow_page_shows_progress_and_cancels(db, monkeypatch):
             task.report("Dense: epoch 1 of 2", 1, 4)   # raises Cancelled once the task is cancelled
         return pd.DataFrame()
 
-    monkeypatch.setattr(analyses, "gradient_flow_study", slow_study)
+    monkeypatch.setattr(tasks, "gradient_flow_study", slow_study)
     at = open_page("gradient_flow", **GF, seed="7")
     at.button(key="gf-run").click().run()
     deadline = time.time() + 10
@@ -191,12 +191,12 @@ def test_gradient_flow_page_bad_input_is_a_message(db, monkeypatch):
     def does_not_fit(*args, **kwargs):
         raise ValueError("the model cannot take inputs of shape (1, 8, 8)")
 
-    monkeypatch.setattr(analyses, "gradient_flow_study", does_not_fit)
+    monkeypatch.setattr(tasks, "gradient_flow_study", does_not_fit)
     at = open_page("gradient_flow", **GF, seed="8")
     at.button(key="gf-run").click().run()
     key = ("gradient_flow", "digits", "mlp", "random", 0.9, 1, 8, ("dense", "sparse", "sparse_init"))
     with pytest.raises(ValueError):
-        ui.analysis_pool().get(key).future.result(timeout=30)
+        state.study_pool().get(key).future.result(timeout=30)
     at.run()
     assert not at.exception
     assert any(e.startswith("**This input does not work:** the model cannot take") for e in texts(at, "error"))

@@ -11,7 +11,7 @@ variant that was run before is reused and every variant appears in the run histo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,8 @@ SANITY_DESCRIPTIONS = {
     "invert": "the highest-scoring weights removed instead of the lowest",
 }
 TOLERANCE = 0.01   # accuracy differences within this count as "no change" (run-to-run noise on digits)
+SANITY_COLUMNS = ["variant", "label", "description", "test_accuracy", "best_test_accuracy", "density", "run_id",
+                  "status", "reused", "change"]
 
 
 def sanity_checks(config: RunConfig | None = None, store=None, *, variants: Sequence[str] = SANITY_VARIANTS,
@@ -44,9 +46,10 @@ def sanity_checks(config: RunConfig | None = None, store=None, *, variants: Sequ
     config: the run to check (method, sparsity, model, dataset, epochs, seed...); keywords override its
       fields, e.g. sanity_checks(method="synflow", sparsity=0.99, epochs=10). Its own `sanity` is ignored.
     store: a pc.Store to record (and, with reuse, reuse) the runs; None runs without recording.
-    Returns one row per variant: variant, label, description, test_accuracy, best_test_accuracy,
-    change (accuracy minus that of the method's own mask), density, run_id, reused. Read it with
-    `explain_sanity`. on_progress(message, done, total) counts variants; should_stop() cancels.
+    Returns one row per variant (`sanity_table`): variant, label, description, test_accuracy,
+    best_test_accuracy, density, run_id, status, reused, change (accuracy minus that of the method's own
+    mask). Read it with `explain_sanity`. on_progress(message, done, total) counts variants; should_stop()
+    cancels.
     """
     from pruning_core.infra.runner import execute
 
@@ -59,7 +62,7 @@ def sanity_checks(config: RunConfig | None = None, store=None, *, variants: Sequ
     if unknown or not variants:
         raise ValueError(f"unknown sanity check(s) {', '.join(map(str, unknown)) or '(none given)'}; "
                          f"choose from: {', '.join(SANITY_VARIANTS)}")
-    rows = []
+    runs: dict[str, dict[str, Any]] = {}
     for index, variant in enumerate(variants):
         def progress(message: str, done: float, total: float, _i=index, _v=variant) -> None:
             if on_progress is not None:
@@ -68,19 +71,36 @@ def sanity_checks(config: RunConfig | None = None, store=None, *, variants: Sequ
 
         outcome = execute(config.replace(sanity=variant), store, kind="train", device=device, reuse=reuse,
                           on_progress=progress, should_stop=should_stop)
-        summary = outcome.summary
-        rows.append({"variant": variant, "label": SANITY_LABELS[variant],
-                     "description": SANITY_DESCRIPTIONS[variant],
-                     "test_accuracy": summary.get("final_test_accuracy"),
-                     "best_test_accuracy": summary.get("best_test_accuracy"),
-                     "density": summary.get("density"), "run_id": outcome.run_id, "reused": outcome.reused})
-    table = pd.DataFrame(rows)
-    for column in ("test_accuracy", "best_test_accuracy", "density"):
-        table[column] = table[column].astype(float)
-    baseline = table.loc[table["variant"] == "none", "test_accuracy"]
-    table["change"] = table["test_accuracy"] - (float(baseline.iloc[0]) if len(baseline) else float("nan"))
+        runs[variant] = {"id": outcome.run_id, "status": "done", "summary": outcome.summary, "reused": outcome.reused}
+    return sanity_table(config, runs)
+
+
+def sanity_table(config: RunConfig, runs: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
+    """The sanity checks of `config` as a table: one row per variant of `runs`, in its order.
+
+    runs: variant -> its run record (as `Store.get_run` returns it: id, status, summary; optionally reused),
+      or None for a variant without a run.
+    Columns: variant, label, description, test_accuracy, best_test_accuracy, density (NaN until the variant's
+    run is done), run_id, status ('not run' without a run), reused, and change (accuracy minus that of the
+    method's own mask). `explain_sanity` reads the table and its attrs (method, sparsity, num_classes, ...).
+    """
     from pruning_core.engine.data import DATASETS
 
+    rows = []
+    for variant, record in runs.items():
+        done = record is not None and record.get("status") == "done"
+        summary = (record.get("summary") or {}) if done else {}
+        rows.append({"variant": variant, "label": SANITY_LABELS[variant], "description": SANITY_DESCRIPTIONS[variant],
+                     "test_accuracy": summary.get("final_test_accuracy"),
+                     "best_test_accuracy": summary.get("best_test_accuracy"), "density": summary.get("density"),
+                     "run_id": record.get("id") if record is not None else None,
+                     "status": record.get("status") if record is not None else "not run",
+                     "reused": bool(record.get("reused", False)) if record is not None else False})
+    table = pd.DataFrame(rows, columns=SANITY_COLUMNS[:-1])
+    for column in ("test_accuracy", "best_test_accuracy", "density"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
+    baseline = table.loc[table["variant"] == "none", "test_accuracy"]
+    table["change"] = table["test_accuracy"] - (float(baseline.iloc[0]) if len(baseline) else float("nan"))
     table.attrs.update({"method": config.method, "sparsity": config.sparsity, "model": config.model,
                         "dataset": config.dataset, "epochs": config.epochs,
                         "num_classes": DATASETS[config.dataset].num_classes})
@@ -149,4 +169,4 @@ def explain_sanity(table: pd.DataFrame, tolerance: float = TOLERANCE, num_classe
     return " ".join(sentences)
 
 
-__all__ = ["sanity_checks", "explain_sanity", "SANITY_VARIANTS", "SANITY_LABELS", "SANITY_DESCRIPTIONS"]
+__all__ = ["sanity_checks", "sanity_table", "explain_sanity", "SANITY_VARIANTS", "SANITY_LABELS", "SANITY_DESCRIPTIONS"]

@@ -1,11 +1,11 @@
-"""Background analyses that are not runs: the Layer collapse page's study (critical compression of every
+"""Background studies that are not runs: the Layer collapse page's study (critical compression of every
 method, per-layer densities across compression levels, SynFlow's conservation law) and the Gradient flow
-page's measurement (pc.gradient_flow).
+page's measurement (pc.gradient_flow), and the small pool that runs them.
 
 The job manager only runs `RunConfig`s; these studies prune the same model many times and store nothing,
-so they run on a small pool of their own (one worker thread: studies queue behind each other), one per
-server (`pages.common.analysis_pool`, an `st.cache_resource`). Results are kept by key, so every viewer
-asking for the same study shares one computation. Nothing here imports Streamlit.
+so they run on a pool of their own (one worker thread: studies queue behind each other). The dashboard keeps
+one pool per server (`dashboard.state.study_pool`). Tasks are kept by key, so every viewer asking for the same
+study shares one computation. Nothing here knows about Streamlit.
 """
 
 from __future__ import annotations

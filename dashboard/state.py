@@ -1,0 +1,202 @@
+"""What the dashboard shares: one run store, one job manager and one study pool per server (every viewer's
+jobs queue on the one GPU or CPU, and pages only read the store), the device and its defaults, and each
+session's widget values, which live in the session and in the URL, so that a link reproduces a page's setup.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from pruning_core.config import DENSE, RunConfig
+from pruning_core.engine.data import DatasetUnavailableError, data_root, load_dataset
+from pruning_core.engine.methods import METHODS
+from pruning_core.engine.training import default_device, device_name
+from pruning_core.infra.jobs import JobManager
+from pruning_core.infra.store import DEFAULT_PATH, ENV_VAR, Store
+from pruning_core.studies.tasks import TaskPool
+
+LIGHT_MODELS = ("mlp", "conv", "resnet20")  # pruned inline on a CPU (about a second or less on digits)
+CPU_DEFAULTS = {"dataset": "digits", "model": "conv", "method": "synflow", "sparsity": 0.99, "epochs": 10}
+GPU_DEFAULTS = {"dataset": "cifar10", "model": "resnet20", "method": "synflow", "sparsity": 0.99, "epochs": 10}
+
+
+# ---- one store, one job manager and one study pool per server ---------------------------------------------
+def db_path() -> str:
+    """The run store's file: $PRUNING_DB, else ./runs/pruning.db (absolute)."""
+    return str(Path(os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser().resolve())
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _manager(path: str) -> JobManager:
+    return JobManager(_store(path))
+
+
+def store() -> Store:
+    """The server's run store (shared by every session)."""
+    return _store(db_path())
+
+
+def manager() -> JobManager:
+    """The server's job manager: one worker thread runs every viewer's jobs one at a time."""
+    return _manager(db_path())
+
+
+@st.cache_resource(show_spinner=False)
+def study_pool() -> TaskPool:
+    """The server's pool for background studies that are not runs (`pruning_core.studies.tasks`)."""
+    return TaskPool()
+
+
+# ---- device ------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def device() -> torch.device:
+    return default_device()
+
+
+def on_gpu() -> bool:
+    return device().type == "cuda"
+
+
+def device_label() -> str:
+    return device_name(device())
+
+
+def dataset_on_disk(name: str) -> bool:
+    """Whether a dataset loads without downloading (built in, or its files are already here)."""
+    return _on_disk(name, str(data_root()))
+
+
+@st.cache_resource(show_spinner=False)
+def _on_disk(name: str, root: str) -> bool:
+    try:
+        load_dataset(name, root=root, download=False)
+        return True
+    except (DatasetUnavailableError, ValueError):
+        return False
+
+
+def device_defaults() -> dict[str, Any]:
+    """Defaults that finish fast here: digits and the small CNN on a CPU; CIFAR-10 and ResNet-20 on a GPU
+    when CIFAR-10 is already on disk (else digits, which needs no download)."""
+    if on_gpu() and dataset_on_disk(GPU_DEFAULTS["dataset"]):
+        return dict(GPU_DEFAULTS)
+    return dict(CPU_DEFAULTS)
+
+
+def runs_inline(config: RunConfig) -> bool:
+    """Whether pruning this configuration is quick enough to do in the page (about a second): any model on
+    a GPU, small models on a CPU; methods that train to find their masks always go to the job manager."""
+    spec = METHODS.get(config.method) if config.method != DENSE else None
+    if spec is not None and spec.run is not None:
+        return False
+    return on_gpu() or config.model in LIGHT_MODELS
+
+
+def limit_cpu_threads() -> None:
+    """On a machine without a GPU, give torch half of the cores (at least one; $PRUNING_TORCH_THREADS
+    overrides): the job worker and the page's own pruning run side by side, and small models only lose
+    time to more threads (waiting for busy cores made pruning on digits up to 8x slower)."""
+    if torch.cuda.is_available():
+        return
+    wanted = os.environ.get("PRUNING_TORCH_THREADS")
+    threads = int(wanted) if wanted and wanted.isdigit() and int(wanted) > 0 else max(1, (os.cpu_count() or 2) // 2)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+# ---- widget values in the session and in the URL -----------------------------------------------------
+# Widget state is dropped when a page is left, so the last value of every config widget is saved here too.
+_SAVED_WIDGET_VALUES = "_saved_widget_values"
+_IGNORED_LINK_NOTES = "_ignored_link_notes"
+_PAGE = "_page"           # the page of the previous script run
+_ENTERED = "_entered"     # whether this run is the first on its page
+
+
+def enter_page(title: str) -> None:
+    """Note which page this script run draws (first thing on every page): just entered, or a rerun of it."""
+    st.session_state[_ENTERED] = st.session_state.get(_PAGE) != title
+    st.session_state[_PAGE] = title
+
+
+def restore_widget_value(key: str, default: Any, parse: Callable[[Any], Any] | None = None,
+                         url_key: str | None = None, many: bool = False) -> None:
+    """Before a widget with this key is drawn: give it this session's last value, else the value in the URL
+    (parsed and checked by `parse`, which raises ValueError for bad input), else `default`.
+    A bad URL value is ignored with a note (`show_ignored_link_notes`), never an exception."""
+    saved = st.session_state.setdefault(_SAVED_WIDGET_VALUES, {})
+    if key in st.session_state and not (st.session_state.get(_ENTERED) and key in saved):
+        return
+    if key in saved:
+        # Just entered the page: a value left by another page's widget of the same key is stale for this
+        # page's widget, so assign it again (an assignment is what a new widget takes).
+        st.session_state[key] = saved[key]
+        return
+    url_key = url_key or key
+    if url_key in st.query_params:
+        raw: Any = st.query_params.get_all(url_key) if many else st.query_params.get(url_key)
+        try:
+            st.session_state[key] = parse(raw) if parse is not None else raw
+            return
+        except (ValueError, TypeError, KeyError) as error:
+            note_ignored_link(f"{url_key}={raw}", str(error))
+    st.session_state[key] = default
+
+
+def save_widget_values(*keys: str) -> None:
+    """After the widgets are drawn: save their values for the next visit of the page."""
+    saved = st.session_state.setdefault(_SAVED_WIDGET_VALUES, {})
+    for key in keys:
+        if key in st.session_state:
+            saved[key] = st.session_state[key]
+
+
+def has_saved_widget_value(key: str) -> bool:
+    """Whether this session has drawn (or set) the widget of this key before: then its value, not a link's
+    or a run's, is what the page shows."""
+    return key in st.session_state.get(_SAVED_WIDGET_VALUES, {})
+
+
+def set_widget_values(values: Mapping[str, Any]) -> None:
+    """Set widget values (e.g. from a preset, in a button's on_click) and save them."""
+    saved = st.session_state.setdefault(_SAVED_WIDGET_VALUES, {})
+    for key, value in values.items():
+        st.session_state[key] = value
+        saved[key] = value
+
+
+def note_ignored_link(parameter: str, reason: str) -> None:
+    """Remember to tell the viewer that a link parameter ('method=nonsense') was ignored, and why."""
+    st.session_state.setdefault(_IGNORED_LINK_NOTES, []).append(f"`{parameter}` was ignored: {reason}")
+
+
+def show_ignored_link_notes() -> None:
+    """Show (once) what was ignored in the URL."""
+    for note in st.session_state.pop(_IGNORED_LINK_NOTES, []):
+        st.warning(f"Link parameter {note}", icon=":material/link_off:")
+
+
+def sync_url(params: Mapping[str, Any]) -> None:
+    """Make the URL hold exactly these parameters (None leaves one out; lists become repeated parameters),
+    so that a copied link reproduces the page's setup and carries nothing from other pages."""
+    for key in [k for k in st.query_params.keys() if k not in params]:
+        del st.query_params[key]
+    for key, value in params.items():
+        if value is None or value == []:
+            if key in st.query_params:
+                del st.query_params[key]
+            continue
+        text: str | list[str] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
+        current = st.query_params.get_all(key) if isinstance(text, list) else st.query_params.get(key)
+        if current != text:
+            st.query_params[key] = text
