@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -131,7 +132,9 @@ class RunConfig:
 
     # ---- derived views -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Every field holds an immutable scalar, so no deep copy (dataclasses.asdict's) is needed: a key is
+        # computed per submitted cell and per poll.
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -244,6 +247,7 @@ class RunConfig:
         return cls(**values)
 
 
+@functools.cache
 def _base_type(annotation: Any) -> tuple[type, bool]:
     """(int, True) for 'int | None'; annotations are strings under `from __future__ import annotations`."""
     if isinstance(annotation, str):

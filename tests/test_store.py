@@ -324,10 +324,16 @@ def test_readers_always_see_consistent_state(store):
     errors: list[BaseException] = []
     seen: list[int] = []
     finished = threading.Event()
+    read = threading.Event()
 
     def writer():
         try:
             for b in range(batches):
+                if b == batches // 2:
+                    # On a busy machine the writer can finish before a reader thread runs at all: halfway,
+                    # wait for a read, so that some read falls between the writes.
+                    read.clear()
+                    read.wait(timeout=10)
                 with store.transaction():
                     store.add_metrics(run, [{"test_accuracy": b / batches} for _ in range(per_batch)])
                     store.update_progress(run, (b + 1) * per_batch, batches * per_batch, f"batch {b + 1}")
@@ -345,6 +351,7 @@ def test_readers_always_see_consistent_state(store):
                 assert rows == progress, f"saw {rows} metric rows but progress {progress}"
                 assert rows % per_batch == 0
                 seen.append(rows)
+                read.set()
         except BaseException as e:
             errors.append(e)
 
@@ -381,3 +388,35 @@ def test_concurrent_writers_wait_instead_of_failing(tmp_path):
     assert len(stores[1].metrics(run)) == 80
     for s in stores:
         s.close()
+
+
+# ---- lookups by key -------------------------------------------------------------------------------------
+def test_latest_runs_prefers_done_then_active_then_newest_in_the_order_of_the_keys(store):
+    a, b, c = (config(seed=s) for s in (1, 2, 3))
+    failed_a = store.create_run(a, key=key_of(a))
+    store.fail_run(failed_a, "boom")
+    done_a = store.create_run(a, key=key_of(a))
+    store.start_run(done_a, "CPU")
+    store.finish_run(done_a, {"final_test_accuracy": 0.5})
+    store.create_run(a, key=key_of(a))                  # a newer queued run does not hide the done one
+    old_b = store.create_run(b, key=key_of(b))
+    store.fail_run(old_b, "boom")
+    queued_b = store.create_run(b, key=key_of(b))
+    failed_c = store.create_run(c, key=key_of(c))
+    store.fail_run(failed_c, "boom")
+    table = store.latest_runs([key_of(c), "0" * 16, key_of(a), key_of(b), key_of(a)])
+    assert table["run_id"].tolist() == [failed_c, done_a, queued_b]
+    assert table.loc[1, "final_test_accuracy"] == 0.5
+    assert store.latest_runs([]).empty and store.latest_runs([key_of(a)], kind="prune").empty
+
+
+def test_latest_runs_and_active_run_work_past_the_bound_parameter_chunk(store):
+    cells = [config(seed=s) for s in range(1200)]        # more keys than one query binds
+    with store.transaction():
+        ids = [store.create_run(cell, key=key_of(cell)) for cell in cells]
+    keys = [key_of(cell) for cell in reversed(cells)]
+    assert store.latest_runs(keys)["run_id"].tolist() == ids[::-1]
+    assert store.active_run(key_of(cells[7])) == ids[7]
+    store.cancel_run(ids[7])
+    assert store.active_run(key_of(cells[7])) is None
+    assert store.active_run(key_of(cells[8]), kind="prune") is None

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,18 @@ class Store:
             row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
             return None if row is None else self._run_dict(conn, row)
 
+    def active_run(self, key: str, kind: str | None = None) -> int | None:
+        """The id of the newest queued or running run with this config key (and kind), or None: one indexed
+        lookup, for the job queue's "is this already on its way?" on every submission."""
+        sql = f"SELECT id FROM runs WHERE key = ? AND status IN ({', '.join('?' * len(ACTIVE_STATUSES))})"
+        params: list[Any] = [key, *ACTIVE_STATUSES]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        with self._transaction("read") as conn:
+            row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+        return None if row is None else int(row["id"])
+
     def list_runs(self, status: str | Sequence[str] | None = None, kind: str | None = None,
                   dataset: str | None = None, model: str | None = None, method: str | None = None,
                   sweep_id: int | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -328,26 +340,28 @@ class Store:
         """For each config key, its most useful run (a done one, else the newest active, else the newest
         of any status), as `list_runs` rows in the order of `keys`; keys with no run are left out."""
         keys = list(dict.fromkeys(keys))
-        if not keys:
-            return self.list_runs(limit=0)
         rank = {"done": 0, "running": 1, "queued": 1}
+        best: dict[str, tuple[int, int]] = {}
+        rows: list[sqlite3.Row] = []
         with self._transaction("read") as conn:
-            placeholders = ", ".join("?" * len(keys))
-            sql = f"SELECT id, key, status FROM runs WHERE key IN ({placeholders})"
-            params: list[Any] = list(keys)
-            if kind is not None:
-                sql += " AND kind = ?"
-                params.append(kind)
-            best: dict[str, tuple[int, int]] = {}
-            for row in conn.execute(sql, params):
-                candidate = (rank.get(row["status"], 2), -row["id"])
-                if row["key"] not in best or candidate < best[row["key"]]:
-                    best[row["key"]] = candidate
-        ids = {-run_id for _, run_id in best.values()}
-        runs = self.list_runs(kind=kind)
-        runs = runs[runs["run_id"].isin(ids)]
-        order = {key: i for i, key in enumerate(keys)}
-        return runs.sort_values("key", key=lambda col: col.map(order)).reset_index(drop=True)
+            # Indexed lookups by key (runs_key), in chunks below SQLite's limit on bound parameters: never the
+            # whole table, which made every poll and every submitted cell cost O(runs in the store).
+            for chunk in _chunks(keys, SQL_CHUNK):
+                sql = f"SELECT id, key, status FROM runs WHERE key IN ({', '.join('?' * len(chunk))})"
+                params: list[Any] = list(chunk)
+                if kind is not None:
+                    sql += " AND kind = ?"
+                    params.append(kind)
+                for row in conn.execute(sql, params):
+                    candidate = (rank.get(row["status"], 2), -row["id"])
+                    if row["key"] not in best or candidate < best[row["key"]]:
+                        best[row["key"]] = candidate
+            ids = [-best[key][1] for key in keys if key in best]   # in the order of `keys`
+            for chunk in _chunks(ids, SQL_CHUNK):
+                found = {row["id"]: row for row in conn.execute(
+                    f"SELECT * FROM runs WHERE id IN ({', '.join('?' * len(chunk))})", chunk)}
+                rows += [found[run_id] for run_id in chunk]
+        return records.runs_frame(rows)
 
     def metrics(self, run_id: int) -> pd.DataFrame:
         """A run's per-epoch metrics in step order (extra keys become columns)."""
@@ -439,3 +453,11 @@ class Store:
                 self.delete_run(run_id)
         with self._transaction("write") as conn:
             conn.execute("DELETE FROM sweeps WHERE id = ?", (sweep_id,))
+
+
+SQL_CHUNK = 500   # bound parameters per query (SQLite allows at least 999)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
