@@ -444,6 +444,7 @@ def test_same_generator_seed_gives_the_same_batches():
         return list(dataset.batches(batch_size=128, augment=True, generator=torch.Generator().manual_seed(seed)))
 
     first, second, other = epoch(1), epoch(1), epoch(2)
+    assert len(first) == len(second) == 3  # ceil(300 / 128) batches, so the comparison below is not vacuous
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
     assert not torch.equal(first[0][1], other[0][1])
 
@@ -451,6 +452,7 @@ def test_same_generator_seed_gives_the_same_batches():
 def test_augmenting_digits_changes_nothing(digits):
     plain = list(digits.batches(batch_size=500, generator=torch.Generator().manual_seed(5)))
     augmented = list(digits.batches(batch_size=500, augment=True, generator=torch.Generator().manual_seed(5)))
+    assert len(plain) == len(augmented) == 3  # ceil(1437 / 500) batches, so the comparison below is not vacuous
     assert all(torch.equal(a[0], b[0]) for a, b in zip(plain, augmented))
 
 
@@ -508,6 +510,7 @@ def test_batches_on_the_gpu_match_the_cpu(digits):
     assert on_gpu.train_x.is_cuda and digits.to("cuda") is on_gpu
     cpu = list(digits.batches(batch_size=256, generator=torch.Generator().manual_seed(0)))
     gpu = list(on_gpu.batches(batch_size=256, generator=torch.Generator().manual_seed(0)))
+    assert len(cpu) == len(gpu) == 6  # ceil(1437 / 256) batches
     for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu, gpu):
         assert x_gpu.is_cuda and torch.allclose(x_gpu.cpu(), x_cpu) and torch.equal(y_gpu.cpu(), y_cpu)
     cifar_like = load_dataset("synthetic", train_size=64, test_size=8).to("cuda")
