@@ -254,3 +254,89 @@ def test_sanity_chart_keeps_a_place_for_pending_checks():
     assert list(bars.y) == [0.969, None, None, None]
     assert list(bars.marker.color)[1:] == ["#BBBBBB"] * 3
     assert list(fig.layout.xaxis.categoryarray) == list(bars.x)
+
+
+# ---- issue 17: axes, legends and labels that a newcomer tripped over ----------------------------------
+def _tick_fractions(axis):
+    """The fractions a percent tick text stands for ('0.5%' -> 0.005)."""
+    return [float(t.rstrip("%")) / 100 for t in axis.ticktext]
+
+
+@pytest.mark.parametrize("kept", [[288, 18432, 737, 1280], [93, 0, 0, 1], [1, 2, 3, 4]])
+def test_density_bars_log_axis_ends_at_100_percent(kept):
+    # A full layer (288 of 288) used to put the axis end at 10^0.35 with a "200%" tick.
+    fig = charts.density_bars(layer_table(kept), log_scale=True, label="synflow")
+    low, high = fig.layout.yaxis.range
+    assert high <= math.log10(1.0)
+    assert max(_tick_fractions(fig.layout.yaxis)) <= 1.0
+    assert len(fig.layout.yaxis.tickvals) == len(fig.layout.yaxis.ticktext) >= 2
+    assert all(10 ** low <= t <= 1.0 for t in fig.layout.yaxis.tickvals)
+    assert min(d for d in layer_table(kept)["density"] if d > 0) > 10 ** low   # the smallest bar still shows
+
+
+def test_density_bars_linear_axis_never_goes_past_100_percent():
+    fig = charts.density_bars(layer_table([288, 18432, 737, 1280]), label="synflow")
+    assert fig.layout.yaxis.range[1] == pytest.approx(1.0)
+
+
+def test_collapsed_labels_sit_above_their_marks_not_on_them():
+    fig = charts.density_bars(layer_table([93, 0, 0, 1]), log_scale=True, label="magnitude")
+    marks = next(t for t in fig.data if t.type == "scatter" and t.marker.symbol == "x")
+    labels = [a for a in fig.layout.annotations if a.text == "collapsed"]
+    assert [a.x for a in labels] == [1, 2]                      # conv2 and conv3, by category position
+    for label, y in zip(labels, marks.y):
+        assert label.y == pytest.approx(math.log10(y))           # annotations on a log axis are in log10 units
+        assert label.yanchor == "bottom" and label.yshift >= 8    # its bottom edge above the ✕ (size 14)
+    assert "text" not in marks.mode
+    bar = fig.data[0]
+    assert list(bar.text) == ["93", "", "", "1"]                # no "0" drawn on the ✕ either
+
+
+def test_collapsed_labels_follow_their_bar_in_a_group():
+    fig = charts.density_bars(layer_table([93, 0, 0, 1]), label="magnitude",
+                              compare={"synflow": layer_table([21, 0, 25, 26]), "snip": layer_table([5, 6, 0, 8])})
+    labels = sorted((a.x, a.textangle) for a in fig.layout.annotations if a.text == "collapsed")
+    width = (1 - charts.BAR_GAP) / 3                            # three bars share a layer's width
+    assert [x for x, _ in labels] == pytest.approx([1 - width, 1, 2 - width, 2 + width])
+    assert {angle for _, angle in labels} == {-90}              # upright: narrow bars side by side
+
+
+def test_overlay_legend_sits_below_the_axis_title_with_room_for_every_row():
+    runs = {f"#{i} SynFlow 90% (scores inverted)": metrics([0.5, 0.8]) for i in range(3)}
+    fig = charts.training_curves(runs)
+    legend, margin = fig.layout.legend, fig.layout.margin
+    assert legend.orientation == "h" and legend.yref == "container" and legend.yanchor == "bottom"
+    assert legend.y == 0
+    entries = [t for t in fig.data if t.showlegend is not False]
+    rows = math.ceil(len(entries) / max(1, (charts.CHART_WIDTH - 20) // legend.entrywidth))
+    assert rows >= 3                                             # 9 long names do not fit on one row of half a page
+    # The bottom margin holds the x-axis ticks and title, then every legend row; the plot keeps its height.
+    assert margin.b >= charts.AXIS_SPACE + charts.LEGEND_ROW * rows
+    assert fig.layout.height - margin.t - margin.b >= 380 - margin.t - charts.AXIS_SPACE
+    single = charts.training_curves(metrics([0.5]))
+    assert single.layout.margin.b < margin.b                     # one run: a smaller legend, a smaller margin
+
+
+def test_subplot_titles_are_below_the_toolbar_and_do_not_run_into_each_other():
+    fig = charts.gemminer_progress_chart(gemminer_rows(), target_density=0.1, total_steps=10)
+    titles = [a for a in fig.layout.annotations if a.yref == "paper" and a.y == 1]
+    assert len(titles) == 2
+    lines = max(a.text.count("<br>") + 1 for a in titles)
+    assert fig.layout.margin.t >= charts.TOOLBAR_SPACE + charts.TITLE_LINE * lines
+    # Each title line fits in its own subplot's share of a half-page chart (about 7 px per character).
+    domain = fig.layout.xaxis.domain
+    for title in titles:
+        assert max(len(line) for line in title.text.split("<br>")) * 7 <= (domain[1] - domain[0]) * charts.CHART_WIDTH
+    assert fig.layout.legend.yref == "container"
+
+
+def test_loss_axis_of_a_collapsed_network_is_not_zoomed_into_noise():
+    flat = pd.DataFrame([{"step": 10 * i, "epoch": i, "train_loss": 2.3026 + 0.002 * (i % 2),
+                          "test_loss": 2.3030 - 0.001 * (i % 2), "test_accuracy": 0.1} for i in range(5)])
+    fig = charts.training_curves(flat)
+    low, high = fig.layout.yaxis.range
+    assert low == 0 and high - low >= charts.MIN_LOSS_SPAN and high >= 2.305
+    small = charts.training_curves(pd.DataFrame([{"step": 1, "epoch": 1, "train_loss": 0.02, "test_loss": 0.03,
+                                                   "test_accuracy": 0.99}]))
+    assert list(small.layout.yaxis.range) == [0, charts.MIN_LOSS_SPAN]   # at least 0.5 wide
+    assert charts.loss_range([1.0, float("nan"), 2.0]) == pytest.approx([0, 2.16])

@@ -24,6 +24,50 @@ from pruning_core.presentation.units import (COLLAPSE_COLOR, DENSE_COLOR, PALETT
                                              wrap_label)
 
 FONT = dict(family="Inter, Source Sans Pro, Helvetica, Arial, sans-serif", size=13)
+# Room the layouts leave (pixels): above the plot for the (hover) toolbar and subplot titles, below it for the
+# x-axis ticks and title before a legend starts, and per row of a legend.
+TOOLBAR_SPACE = 34
+TITLE_LINE = 20
+AXIS_SPACE = 64
+LEGEND_ROW = 24
+CHART_WIDTH = 620   # about half the page: the narrowest place these charts are shown side by side
+
+
+def legend_below(fig: go.Figure, height: int, width: int = CHART_WIDTH, top: int = 20) -> go.Figure:
+    """Put the legend under the plot, in a bottom margin sized for its rows, and grow the figure by as much.
+
+    The legend is placed in container coordinates (from the figure's bottom edge), so it can neither cover
+    the x-axis title nor be cut off, however many entries it has; entries get a fixed width so the number of
+    rows is known here (estimated for a chart `width` pixels wide)."""
+    names = [t.name or "" for t in fig.data if t.showlegend is not False]
+    if not names or fig.layout.showlegend is False:
+        fig.update_layout(height=height, margin=dict(l=10, r=10, t=top, b=AXIS_SPACE - 14))
+        return fig
+    entry = 46 + 7 * max(len(n) for n in names)
+    per_row = max(1, (width - 20) // entry)
+    rows = math.ceil(len(names) / per_row)
+    bottom = AXIS_SPACE + LEGEND_ROW * rows
+    fig.update_layout(height=height + LEGEND_ROW * rows, margin=dict(l=10, r=10, t=top, b=bottom),
+                      legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0, xanchor="left",
+                                  entrywidth=entry, entrywidthmode="pixels"))
+    return fig
+
+
+def subplot_top(titles: Sequence[str]) -> int:
+    """Top margin for subplot titles (lines split by <br>) with the toolbar above them, not over them."""
+    lines = max([t.count("<br>") + 1 for t in titles] or [0])
+    return TOOLBAR_SPACE + TITLE_LINE * lines
+
+
+def log_ticks(low: float) -> list[float]:
+    """Tick values from `low` up to 1 (100%) on a log axis: every decade, with 2 and 5 between decades when
+    the axis spans at most three of them; never above 1, since a density or fraction cannot exceed it."""
+    decades = max(1, math.ceil(-math.log10(low)))
+    steps = (1.0, 0.5, 0.2) if decades <= 3 else (1.0,)
+    return sorted(m * 10.0 ** -e for e in range(0, decades + 1) for m in steps if low <= m * 10.0 ** -e <= 1.0)
+
+
+BAR_GAP = 0.25
 
 
 # ---- per-layer density ------------------------------------------------------------------------------
@@ -52,7 +96,7 @@ def density_bars(layers: pd.DataFrame, log_scale: bool = False, compare: Mapping
                                               effective_kept, effective)]
         fig.add_trace(go.Bar(
             x=layer_names, y=list(table["density"]), name=shown, marker_color=color, offsetgroup=str(i),
-            text=[f"{k:,}" for k in table["kept"]], textposition="outside", cliponaxis=False,
+            text=[f"{k:,}" if k else "" for k in table["kept"]], textposition="outside", cliponaxis=False,
             hovertext=hover, hoverinfo="text", legendgroup=str(i),
             customdata=list(zip(table["kept"], table["total"]))))
         # Only where a visible share is disconnected (a few dead-end weights are normal at high sparsity).
@@ -66,25 +110,33 @@ def density_bars(layers: pd.DataFrame, log_scale: bool = False, compare: Mapping
         collapsed = [n for n, k in zip(layer_names, table["kept"]) if k == 0]
         if collapsed:
             fig.add_trace(go.Scatter(
-                x=collapsed, y=[floor if log_scale else 0.0] * len(collapsed), mode="markers+text",
+                x=collapsed, y=[floor if log_scale else 0.0] * len(collapsed), mode="markers",
                 name=f"{shown}: collapsed layer" if grouped else "collapsed layer (0 weights kept)",
                 marker=dict(symbol="x", size=14, color=COLLAPSE_COLOR, line=dict(width=1, color=COLLAPSE_COLOR)),
-                text=["collapsed"] * len(collapsed), textposition="top center",
-                textfont=dict(color=COLLAPSE_COLOR, size=11), offsetgroup=str(i), legendgroup=str(i), cliponaxis=False,
+                offsetgroup=str(i), legendgroup=str(i), cliponaxis=False,
                 hovertext=[f"<b>{n}</b> ({shown}): no weights kept" for n in collapsed], hoverinfo="text"))
+            # The label goes above its mark (an annotation, shifted by pixels, so it never sits on the ✕),
+            # at the mark's place in the group; upright when several groups share a layer's width.
+            position = {n: k for k, n in enumerate(layer_names)}
+            offset = (i - (len(tables) - 1) / 2) * (1 - BAR_GAP) / len(tables)
+            for n in collapsed:
+                fig.add_annotation(x=position[n] + offset, y=math.log10(floor) if log_scale else 0.0,
+                                   text="collapsed", showarrow=False, yanchor="bottom", yshift=10,
+                                   textangle=-90 if grouped else 0, font=dict(color=COLLAPSE_COLOR, size=11))
     yaxis: dict[str, Any] = dict(title="density (fraction of weights kept)", tickformat=".1%" if log_scale else ".0%",
                                  gridcolor="#E6E9EF", zeroline=False)
     if log_scale:
-        yaxis.update(type="log", range=[math.log10(floor) - 0.2, 0.35], tickformat=".2~%")
+        # The axis ends at 100%: a density never exceeds it (the kept counts above the bars sit in the margin).
+        low = 10 ** (math.log10(floor) - 0.2)
+        ticks = log_ticks(low)
+        yaxis.update(type="log", range=[math.log10(low), 0.0], tickvals=ticks, ticktext=[percent(t) for t in ticks])
     else:
         top = max(positive) if positive else 1.0
-        yaxis.update(range=[0, min(1.0, top) * 1.18 + 0.02])
-    legend = len(fig.data) > 1
+        yaxis.update(range=[0, min(1.0, top * 1.18 + 0.02)])
     fig.update_layout(barmode="group", scattermode="group", yaxis=yaxis, xaxis=dict(title="layer"),
-                      showlegend=legend, legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), bargap=0.25,
-                      margin=dict(l=10, r=10, t=40 if legend else 20, b=10), height=380, font=FONT,
-                      uirevision=uirevision, plot_bgcolor="white")
-    return fig
+                      showlegend=len(fig.data) > 1, bargap=BAR_GAP, font=FONT, uirevision=uirevision,
+                      plot_bgcolor="white")
+    return legend_below(fig, height=380, top=30)
 
 
 # ---- training curves --------------------------------------------------------------------------------
@@ -126,11 +178,25 @@ def training_curves(metrics: pd.DataFrame | Mapping[str, pd.DataFrame], chance: 
         fig.add_trace(go.Scatter(x=[0, right], y=[chance, chance], mode="lines", name=f"chance ({percent(chance)})",
                                  line=dict(color="#999999", dash="dot", width=1.5), hoverinfo="skip"), row=1, col=2)
     fig.update_xaxes(title_text="epoch", gridcolor="#E6E9EF", zeroline=False)
-    fig.update_yaxes(title_text="cross-entropy", gridcolor="#E6E9EF", zeroline=False, row=1, col=1)
+    losses = [float(v) for rows in runs.values() if rows is not None and not rows.empty
+              for column in ("train_loss", "test_loss") for v in rows[column].dropna()]
+    fig.update_yaxes(title_text="cross-entropy", gridcolor="#E6E9EF", zeroline=False, range=loss_range(losses),
+                     row=1, col=1)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], gridcolor="#E6E9EF", row=1, col=2)
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision=uirevision,
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0), plot_bgcolor="white")
-    return fig
+    fig.update_layout(font=FONT, uirevision=uirevision, plot_bgcolor="white")
+    return legend_below(fig, height=380, top=subplot_top(["Loss"]))
+
+
+MIN_LOSS_SPAN = 0.5
+
+
+def loss_range(losses: Sequence[float]) -> list[float]:
+    """The loss axis: from 0 to a little above the highest loss, and at least `MIN_LOSS_SPAN` high, so that a
+    collapsed network's flat loss at chance (ln 10 = 2.303, varying in the third decimal) reads as flat
+    instead of being zoomed into dramatic-looking noise."""
+    finite = [v for v in losses if math.isfinite(v)]
+    top = max(finite, default=0.0)
+    return [0.0, max(top * 1.08, MIN_LOSS_SPAN)]
 
 
 # ---- accuracy vs compression --------------------------------------------------------------------------
@@ -366,9 +432,9 @@ def gemminer_progress_chart(rows: pd.DataFrame, target_density: float | None = N
     `rows`: the search rows of a GemMiner run: search_step, density, active_fraction, mining_loss,
     mining_accuracy. `total_steps` fixes the step axis while the search runs.
     """
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("Accuracy of the mined subnetwork (weights frozen)",
-                                        "Weights still in the running"))
+    # Titles on two short lines: side by side in a narrow column, one long line ran into its neighbour.
+    titles = ("Accuracy of the mined subnetwork<br>(weights frozen)", "Weights still<br>in the running")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14, subplot_titles=titles)
     color = method_color("gemminer")
     rows = rows.sort_values("search_step") if len(rows) else rows
     learned = rows[rows["mining_accuracy"].notna()] if len(rows) and "mining_accuracy" in rows else rows.iloc[0:0]
@@ -409,9 +475,8 @@ def gemminer_progress_chart(rows: pd.DataFrame, target_density: float | None = N
     fig.update_yaxes(title_text="fraction of weights (log scale)", type="log", tickvals=ticks,
                      ticktext=[percent(t) for t in ticks], range=[math.log10(bottom), 0.05], gridcolor="#E6E9EF",
                      row=1, col=2)
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision=uirevision,
-                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0), plot_bgcolor="white")
-    return fig
+    fig.update_layout(font=FONT, uirevision=uirevision, plot_bgcolor="white")
+    return legend_below(fig, height=380, top=subplot_top(titles))
 
 def ticket_cost_chart(table: pd.DataFrame, uirevision: str = "ticket-cost") -> go.Figure:
     """Accuracy and cost of each method's ticket at one sparsity, side by side: the test accuracy; the wall
@@ -420,8 +485,8 @@ def ticket_cost_chart(table: pd.DataFrame, uirevision: str = "ticket-cost") -> g
     `table`: one row per method with columns method, test_accuracy, search_s, train_s, search_steps,
     train_steps (NaN where a run has not got that far yet).
     """
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09,
-                        subplot_titles=("Test accuracy", "Wall time (s)", "Training steps"))
+    titles = ("Test accuracy", "Wall time (s)", "Training steps")
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=titles)
     labels = [method_label(m) for m in table["method"]]
     colors = [method_color(m) for m in table["method"]]
 
@@ -450,10 +515,8 @@ def ticket_cost_chart(table: pd.DataFrame, uirevision: str = "ticket-cost") -> g
                       row=1, col=col)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.12], row=1, col=1)
     fig.update_yaxes(gridcolor="#E6E9EF", zeroline=False)
-    fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10), font=FONT,
-                      uirevision=uirevision, legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
-                      plot_bgcolor="white", bargap=0.35)
-    return fig
+    fig.update_layout(barmode="stack", font=FONT, uirevision=uirevision, plot_bgcolor="white", bargap=0.35)
+    return legend_below(fig, height=380, width=2 * CHART_WIDTH, top=subplot_top(titles))
 
 
 # ---- gradient flow (Evci et al. 2022) --------------------------------------------------------------------
@@ -465,8 +528,8 @@ def gradient_flow_chart(df: pd.DataFrame, uirevision: str = "gradient-flow") -> 
 
     `df` is `pc.gradient_flow`'s long table: variant, label, step, epoch, grad_norm, test_accuracy, density.
     """
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("Gradient norm (held-out training images)", "Test accuracy"))
+    titles = ("Gradient norm (held-out training images)", "Test accuracy")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=titles)
     for i, (variant, rows) in enumerate(df.groupby("variant", sort=False)):
         rows = rows.sort_values("step")
         color = VARIANT_COLORS.get(variant, PALETTE[i % len(PALETTE)])
@@ -494,9 +557,8 @@ def gradient_flow_chart(df: pd.DataFrame, uirevision: str = "gradient-flow") -> 
     fig.update_yaxes(title_text="‖masked gradient‖ (log scale)", type="log", dtick=1, gridcolor="#E6E9EF",
                      row=1, col=1)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], gridcolor="#E6E9EF", row=1, col=2)
-    fig.update_layout(height=400, margin=dict(l=10, r=10, t=40, b=10), font=FONT, uirevision=uirevision,
-                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0), plot_bgcolor="white")
-    return fig
+    fig.update_layout(font=FONT, uirevision=uirevision, plot_bgcolor="white")
+    return legend_below(fig, height=400, width=2 * CHART_WIDTH, top=subplot_top(titles))
 
 
 # ---- sanity checks (Frankle et al. 2021) -------------------------------------------------------------------
