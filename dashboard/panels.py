@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from dashboard import state
 from dashboard.errors import error_boundary
@@ -117,10 +118,12 @@ def runs_status(records: Mapping[str, Mapping[str, Any]], key: str,
 
 
 # ---- live fragments -----------------------------------------------------------------------------------------
-def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """A fragment that shows a run's status (and `draw(record)`) and, while the run is queued or running,
-    re-reads the store every POLL_S seconds; when the run ends the whole page reruns once to show the
-    final state, and polling stops."""
+def live_panel(run_id: int, key: str,
+               draw: Callable[[dict[str, Any], pd.DataFrame | None], None] | None = None) -> None:
+    """A fragment that shows a run's status (and `draw(record, metrics)`: its metric rows, None for a prune-only
+    run) and, while the run is queued or running, re-reads the store every POLL_S seconds (the record and the
+    metrics once each per poll); when the run ends the whole page reruns once to show the final state, and
+    polling stops."""
     first = state.store().get_run(run_id)
     active = first["status"] in ACTIVE_STATUSES
 
@@ -131,7 +134,7 @@ def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any]], None] | N
             metrics = state.store().metrics(run_id) if record["kind"] != "prune" else None
             job_status(record, key, metrics)
             if draw is not None:
-                draw(record)
+                draw(record, metrics)
         if active and record is not None and record["status"] not in ACTIVE_STATUSES:
             st.rerun()
 
@@ -184,13 +187,14 @@ def stored_runs(configs: Mapping[str, RunConfig]) -> StoredRuns:
                       {labels[r.key]: r.status for r in runs.itertuples()})
 
 
-def submit_run(config: RunConfig, started_key: str) -> int:
+def submit_run(config: RunConfig, started_key: str, masks: Mapping[str, torch.Tensor] | None = None) -> int:
     """Queue one training run (the job manager reuses a finished or active run of the same configuration) and
-    remember its id under `started_key` unless it was already done, so a page can tell reuse from a new run."""
-    run_id = state.manager().submit(config, kind="train")
-    if state.store().get_run(run_id)["status"] != "done":
-        st.session_state.setdefault(started_key, set()).add(run_id)
-    return run_id
+    remember its id under `started_key` unless a finished run was reused, so a page can tell reuse from a new
+    run. `masks`: the configuration's masks, already found, which the run then trains instead of pruning."""
+    submission = state.manager().submit_or_reuse(config, kind="train", masks=masks)
+    if not submission.reused:
+        st.session_state.setdefault(started_key, set()).add(submission.run_id)
+    return submission.run_id
 
 
 def submit_runs(configs: Mapping[str, RunConfig], started_key: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
 from dashboard import state
 from dashboard.widgets import choice_label
@@ -56,14 +57,30 @@ def methods_glossary(names: Sequence[str]) -> None:
 
 # ---- pruning results -------------------------------------------------------------------------------------
 @st.cache_data(max_entries=256, show_spinner=False)
-def prune_preview(config_json: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def prune_preview(config_json: str) -> tuple[pd.DataFrame, dict[str, Any], dict[str, torch.Tensor]]:
     """Prune one configuration in the page (fast configurations only, see `state.runs_inline`) and return its
-    layer table and summary. Cached by the configuration, so a widget change back is instant."""
+    layer table, summary and masks. Cached by the configuration, so a widget change back is instant, and the
+    training run of the same configuration gets these masks instead of pruning again (`masks_to_hand_over`)."""
     config = RunConfig.from_dict(json.loads(config_json))
     dataset = load_dataset(config.dataset, download=False)
     model = runner.build_model(config, dataset).to(state.device())
     result = runner.prune_with_config(model, config, dataset)
-    return result.layers, {**result.summary(), "method": config.method}
+    return result.layers, {**result.summary(), "method": config.method}, {n: m.cpu() for n, m in result.masks.items()}
+
+
+def masks_to_hand_over(config: RunConfig) -> dict[str, torch.Tensor] | None:
+    """The masks this configuration already has, for its training run to use instead of pruning again: those of
+    a finished prune-only run in the store, else the page's own pruning (`prune_preview`, cached when the page
+    drew it); None when neither is at hand or pruning it does more than choose masks (`runner.masks_reusable`)."""
+    if not runner.masks_reusable(config):
+        return None
+    db = state.store()
+    done = db.find_done(config.key(), kind="prune")
+    if done is not None and done.get("has_masks"):
+        return db.load_masks(done["id"])
+    if state.runs_inline(config):
+        return prune_preview(json.dumps(config.to_dict(), sort_keys=True))[2]
+    return None
 
 
 def stored_result(key: str) -> tuple[pd.DataFrame, dict[str, Any], int] | None:
@@ -127,10 +144,8 @@ def _short(value: float) -> str:
 
 
 # ---- a run's training -------------------------------------------------------------------------------------
-def training_curves(run_id: int, key: str, record: Mapping[str, Any] | None = None) -> None:
-    """A run's loss and accuracy curves (live while it trains)."""
-    record = record or state.store().get_run(run_id)
-    metrics = state.store().metrics(run_id)
+def training_curves(record: Mapping[str, Any], metrics: pd.DataFrame, key: str) -> None:
+    """A run's loss and accuracy curves from its metric rows (live while it trains)."""
     dataset = record.get("dataset")
     classes = DATASETS[dataset].num_classes if dataset in DATASETS else 0
     if findings.split_metrics(metrics)[0].empty:
@@ -161,8 +176,11 @@ def config_caption(config: Mapping[str, Any]) -> str:
     parts = [units.method_label(c.method), units.sparsity_text(c.sparsity),
              f"{choice_label('model', c.model)} on {choice_label('dataset', c.dataset)}", f"seed {c.seed}",
              f"{c.epochs} epoch{'s' if c.epochs != 1 else ''}"]
+    variant = units.run_variant(c.to_dict())
+    if variant:
+        parts.insert(1, variant)
     if not c.is_dense:
-        parts.insert(2, f"{c.schedule}, {c.iterations or METHODS[c.method].default_iterations} round(s), {c.scope}")
+        parts.insert(2 + bool(variant), f"{c.schedule}, {c.iterations or METHODS[c.method].default_iterations} round(s), {c.scope}")
     return " · ".join(parts)
 
 

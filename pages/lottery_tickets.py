@@ -78,18 +78,14 @@ def run_configs(values: dict) -> dict[str, RunConfig]:
     return {m: c.validate() for m, c in configs.items()}
 
 
-def _search_rows(run_id: int) -> pd.DataFrame:
-    return findings.split_metrics(state.store().metrics(run_id))[1]
-
-
-def _training_steps(run_id: int) -> float:
-    training = findings.split_metrics(state.store().metrics(run_id))[0]
+def _training_steps(metrics: pd.DataFrame) -> float:
+    training = findings.split_metrics(metrics)[0]
     return float(training["step"].max()) if len(training) else math.nan
 
 
-def cost_table(records: dict[str, dict]) -> pd.DataFrame:
+def cost_table(records: dict[str, dict], metrics: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """One row per method: accuracy of its trained mask and what finding and training it cost (finished runs
-    only; the others have NaN)."""
+    only; the others have NaN). `metrics`: each run's metric rows, by run id."""
     rows = []
     for method, record in records.items():
         summary = record.get("summary") or {}
@@ -101,7 +97,7 @@ def cost_table(records: dict[str, dict]) -> pd.DataFrame:
             "search_s": summary.get("search_s", summary.get("prune_s")) if done else None,
             "train_s": summary.get("train_s") if done else None,
             "search_steps": summary.get("search_steps", 0) if done else None,
-            "train_steps": _training_steps(record["id"]) if done else None,
+            "train_steps": _training_steps(metrics[record["id"]]) if done else None,
             "density": summary.get("density") if done else None,
         })
     table = pd.DataFrame(rows, columns=[*findings.TICKET_COST_COLUMNS, "density"])
@@ -110,10 +106,10 @@ def cost_table(records: dict[str, dict]) -> pd.DataFrame:
     return table
 
 
-def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) -> None:
+def imp_section(record: dict, metrics: pd.DataFrame, values: dict, table: pd.DataFrame, chance: float) -> None:
     st.subheader("IMP: train, prune the smallest weights, rewind, repeat", anchor=False)
     panels.job_status(record, "lt-imp")
-    rounds = _search_rows(record["id"])
+    rounds = findings.split_metrics(metrics)[1]
     planned = [1.0] + imp_round_densities(1 - values["sparsity"], values["rounds"], "exponential", None)
     done = table.set_index("method")
     ticket = None
@@ -145,10 +141,10 @@ def imp_section(record: dict, values: dict, table: pd.DataFrame, chance: float) 
                            f"of round 0 reached {units.percent(dense)} with the same training.")
 
 
-def gemminer_section(record: dict, values: dict, chance: float) -> None:
+def gemminer_section(record: dict, metrics: pd.DataFrame, values: dict, chance: float) -> None:
     st.subheader("GemMiner: learn which weights to keep, weights frozen", anchor=False)
     panels.job_status(record, "lt-gem")
-    rows = _search_rows(record["id"])
+    rows = findings.split_metrics(metrics)[1]
     left, right = st.columns([2.3, 1], gap="medium")
     with left:
         st.plotly_chart(charts.gemminer_progress_chart(rows, 1 - values["sparsity"], chance=chance,
@@ -206,13 +202,14 @@ def results(run_ids: dict[str, int], values: dict) -> None:
 
     def draw(records: dict[int, dict]) -> None:
         by_method = {m: records[run_ids[m]] for m in order}
+        metrics = {r: state.store().metrics(r) for r in records}   # once per run and poll
         panels.runs_status({f"{units.method_label(m)} at the same sparsity": r for m, r in by_method.items()
-                            if m not in SEARCHES}, "lt-others")
-        table = cost_table(by_method)
+                            if m not in SEARCHES}, "lt-others", metrics)
+        table = cost_table(by_method, metrics)
         if "imp" in by_method:
-            imp_section(by_method["imp"], values, table, chance)
+            imp_section(by_method["imp"], metrics[run_ids["imp"]], values, table, chance)
         if "gemminer" in by_method:
-            gemminer_section(by_method["gemminer"], values, chance)
+            gemminer_section(by_method["gemminer"], metrics[run_ids["gemminer"]], values, chance)
         comparison_section(table, values)
 
     panels.live_runs([run_ids[m] for m in order], "lt", draw)

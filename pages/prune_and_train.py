@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import errors, navigation, panels, state, views, widgets
@@ -110,7 +111,7 @@ def prune_result(config: RunConfig) -> tuple | None:
         return layers, {**findings.layer_summary(layers), **summary}, f"from run #{run_id} in the store"
     if state.runs_inline(config):
         with st.spinner(f"Pruning with {units.method_label(config.method)}…"):
-            layers, summary = views.prune_preview(json.dumps(config.to_dict(), sort_keys=True))
+            layers, summary, _ = views.prune_preview(json.dumps(config.to_dict(), sort_keys=True))
         seconds = summary.get("prune_s") or 0.0
         return layers, summary, f"pruned in {units.duration_text(seconds)}" if seconds >= 1 else "pruned just now"
     return None
@@ -182,8 +183,9 @@ def current_run(config: RunConfig) -> dict | None:
 
 
 def start_training(config: RunConfig) -> None:
-    """Submit the run to the job manager (a button's on_click, or a preset's autotrain)."""
-    st.session_state["run_id"] = panels.submit_run(config, STARTED)
+    """Submit the run to the job manager (a button's on_click, or a preset's autotrain), with the masks the
+    pruning section found for it, so that the run does not prune again."""
+    st.session_state["run_id"] = panels.submit_run(config, STARTED, masks=views.masks_to_hand_over(config))
 
 
 def training_section(config: RunConfig) -> int | None:
@@ -210,9 +212,9 @@ def training_section(config: RunConfig) -> int | None:
         panels.reused_note([run_id], True, STARTED,
                            f"run #{run_id} trained this exact configuration and seed {when} ago")
 
-    def draw(rec: dict) -> None:
+    def draw(rec: dict, metrics: pd.DataFrame | None) -> None:
         views.run_summary(rec)
-        views.training_curves(rec["id"], "train", rec)
+        views.training_curves(rec, metrics, "train")
 
     panels.live_panel(run_id, key="train", draw=draw)
     return run_id

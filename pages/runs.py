@@ -176,9 +176,9 @@ def run_detail(run_id: int) -> None:
         summary = {**findings.layer_summary(layers), **(record.get("summary") or {})}
         views.pruning_result(layers, summary, key="open", label=record["method"] or "kept")
     if record["kind"] != "prune":
-        def draw(rec: dict) -> None:
+        def draw(rec: dict, metrics: pd.DataFrame | None) -> None:
             views.run_summary(rec)
-            views.training_curves(rec["id"], "open", rec)
+            views.training_curves(rec, metrics, "open")
 
         panels.live_panel(run_id, key="open", draw=draw)
     elif record["status"] != "done":

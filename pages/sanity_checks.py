@@ -69,7 +69,8 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
 
     def draw(records: dict[int, dict]) -> None:
         by_variant = {v: records[r] for v, r in run_ids.items()}
-        panels.runs_status({SANITY_LABELS[v]: r for v, r in by_variant.items()}, "sc")
+        metrics = {r: state.store().metrics(r) for r in records}   # once per run and poll
+        panels.runs_status({SANITY_LABELS[v]: r for v, r in by_variant.items()}, "sc", metrics)
         table = sanity_table(config, {v: by_variant.get(v) for v in SANITY_VARIANTS})
         left, right = st.columns([1.5, 1], gap="medium")
         with left:
@@ -88,7 +89,7 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
                 st.caption(f"{done} of {len(table)} variants trained; the explanation appears when all are done.")
             for row in table.itertuples():
                 st.caption(f"**{row.label}**: {row.description}.")
-        curves = {SANITY_LABELS[v]: state.store().metrics(r["id"]) for v, r in by_variant.items()}
+        curves = {SANITY_LABELS[v]: metrics[r["id"]] for v, r in by_variant.items()}
         curves = {k: m for k, m in curves.items() if not findings.split_metrics(m)[0].empty}
         if curves:
             with st.expander("Training curves of the four variants", icon=":material/show_chart:",

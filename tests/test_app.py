@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import navigation, state, views
 from pruning_core.config import RunConfig
+from pruning_core.engine.data import load_dataset
 from pruning_core.infra import runner
 from pruning_core.infra.store import Store
 from pruning_core.studies import tasks
@@ -175,6 +176,37 @@ def test_training_runs_in_the_background_and_draws_live_curves(db):
     assert int(again.query_params["run"]) == run_id
     assert "train" not in [b.key for b in again.button]
     assert len(Store(db).list_runs()) == 1
+
+
+def test_training_started_from_the_page_prunes_once(db, monkeypatch):
+    # The page prunes to draw the density bars; the training run it starts gets those masks through the store
+    # instead of pruning the same configuration again.
+    calls = []
+    real = runner.prune
+
+    def counting(model, method, *args, **kwargs):
+        calls.append(method)
+        return real(model, method, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "prune", counting)
+    at = open_page(method="snip", sparsity="0.99", epochs="1", seed="23")   # a configuration no other test prunes
+    assert_clean(at)
+    assert calls == ["snip"]
+    at.button(key="train").click().run()
+    run_id = int(at.query_params["run"])
+    wait_idle(db)
+    at.run()
+    assert_clean(at)
+    assert calls == ["snip"]
+    store = Store(db)
+    assert store.get_run(run_id)["status"] == "done"
+    shown = figures_of(at)["prune-density"]["data"][0]["text"]       # the kept counts on the page's bars
+    assert [f"{k:,}" for k in store.layers(run_id)["kept"]] == shown
+    monkeypatch.setattr(runner, "prune", real)
+    config = RunConfig(method="snip", sparsity=0.99, epochs=1, seed=23)
+    digits = load_dataset("digits")
+    fresh = runner.prune_with_config(runner.build_model(config, digits), config, digits)
+    assert all(bool((store.load_masks(run_id)[n] == fresh.masks[n]).all()) for n in fresh.masks)
 
 
 def test_live_panel_shows_progress_and_cancel_while_running(db):

@@ -6,9 +6,10 @@ import threading
 import time
 
 import pytest
+import torch
 
 import pruning_core as pc
-from pruning_core.infra.jobs import JobManager
+from pruning_core.infra.jobs import JobManager, Submission
 from pruning_core.infra.store import Store
 
 FAST = dict(dataset="digits", model="mlp", epochs=1)
@@ -158,3 +159,66 @@ def test_a_sweep_of_reused_cells_is_done_at_once(manager):
     assert manager.store.get_sweep(first)["status"] == "done"
     assert manager.store.get_sweep(again)["status"] == "done"
     assert len(manager.store.list_runs()) == len(cells)
+
+
+# ---- masks handed over with a submission ----------------------------------------------------------------
+def counting_prunes(monkeypatch) -> list[str]:
+    """Record the method of every pc.prune the runner calls (the page's and the worker's pruning go through it)."""
+    from pruning_core.infra import runner
+
+    calls: list[str] = []
+    real = runner.prune
+
+    def prune(model, method, *args, **kwargs):
+        calls.append(method)
+        return real(model, method, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "prune", prune)
+    return calls
+
+
+def test_handed_over_masks_are_trained_without_pruning_again(manager, monkeypatch):
+    from pruning_core.infra import runner
+
+    config = pc.RunConfig(method="snip", sparsity=0.9, seed=3, **FAST)
+    digits = pc.load_dataset("digits")
+    found = runner.prune_with_config(runner.build_model(config, digits), config, digits)   # as the page prunes
+    calls = counting_prunes(monkeypatch)
+    submission = manager.submit_or_reuse(config, masks=found.masks)
+    assert not submission.reused
+    assert manager.wait_idle(120)
+    record = manager.store.get_run(submission.run_id)
+    assert record["status"] == "done" and calls == []          # trained the masks it was given
+    stored = manager.store.load_masks(submission.run_id)
+    assert all(bool((stored[n] == found.masks[n]).all()) for n in found.masks)
+    assert record["summary"]["kept"] == found.summary()["kept"]
+    assert manager.store.layers(submission.run_id)["kept"].tolist() == found.layers["kept"].tolist()
+    # Submitted again: the finished run is reused, and said to be.
+    again = manager.submit_or_reuse(config, masks=found.masks)
+    assert again == Submission(submission.run_id, reused=True) and calls == []
+
+
+def test_masks_that_cannot_stand_in_for_pruning_are_not_used(manager, monkeypatch):
+    # Reinitialising the kept weights is part of pruning this configuration: masks alone do not reproduce it.
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, sanity="reinit", **FAST)
+    wrong = {name: torch.zeros_like(weight, dtype=torch.bool)
+             for name, _, weight in pc.prunable_weights(pc.MODELS["mlp"]((1, 8, 8), 10))}
+    calls = counting_prunes(monkeypatch)
+    run_id = manager.submit_or_reuse(config, masks=wrong).run_id
+    assert manager.wait_idle(120)
+    assert calls == ["magnitude"]
+    assert manager.store.get_run(run_id)["summary"]["kept"] > 0   # pruned for real, not the all-zero masks
+
+
+def test_a_submission_is_validated_and_looked_up_once(manager, monkeypatch):
+    # The job manager checks the configuration and asks the store for a finished run when it is submitted; its
+    # worker then runs it without checking or looking it up again.
+    validations, lookups = [], []
+    validate, find_done = pc.RunConfig.validate, manager.store.find_done
+    monkeypatch.setattr(pc.RunConfig, "validate", lambda self: validations.append(self.key()) or validate(self))
+    monkeypatch.setattr(manager.store, "find_done", lambda *a, **k: lookups.append(a) or find_done(*a, **k))
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, seed=4, **FAST)
+    run_id = manager.submit(config)
+    assert manager.wait_idle(120)
+    assert manager.store.get_run(run_id)["status"] == "done"
+    assert validations == [config.key()] and lookups == [(config.key(),)]

@@ -12,17 +12,27 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from pruning_core.config import RunConfig
 from pruning_core.engine.prune import Cancelled
-from pruning_core.infra.runner import execute
+from pruning_core.infra.runner import execute, masks_reusable
 from pruning_core.infra.store import ACTIVE_STATUSES, InvalidTransitionError, Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submitted run: its id, and whether it is a finished run of the same configuration, reused (nothing
+    will be computed) rather than a new or an already active one."""
+
+    run_id: int
+    reused: bool
 
 
 class JobManager:
@@ -46,35 +56,46 @@ class JobManager:
         """Queue one run and return its id. A finished run of the same configuration is returned instead
         of queued again, and so is one already queued or running (two viewers asking for the same thing
         share one job)."""
-        config = config.canonical().validate()
-        key = config.key()
-        with self._wake:
-            existing = self._existing(key, kind)
-            if existing is not None:
-                return existing
-            run_id = self.store.create_run(config.to_dict(), key=key, kind=kind, sweep_id=sweep_id)
-            self._queue.append((run_id, config, kind))
-            self._wake.notify()
-            return run_id
+        return self.submit_or_reuse(config, kind, sweep_id).run_id
+
+    def submit_or_reuse(self, config: RunConfig, kind: str = "train", sweep_id: int | None = None,
+                        masks: Mapping[str, torch.Tensor] | None = None) -> Submission:
+        """`submit`, saying whether the run was reused. `masks`: the configuration's masks, already found (the
+        page pruned it to show them): saved with a new run, whose worker trains them instead of pruning again
+        (`runner.execute`). The configuration is validated, and looked up in the store, here and only here."""
+        return self._enqueue(config.canonical().validate(), kind, sweep_id, masks)
 
     def submit_sweep(self, cells: Sequence[RunConfig], description: dict[str, Any]) -> int:
         """Queue every cell of a sweep (reusing finished or active cells) and return the sweep id."""
         cells = [c.canonical().validate() for c in cells]
         sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]}, status="running")
         for cell in cells:
-            self.submit(cell, "train", sweep_id=sweep_id)
+            self._enqueue(cell, "train", sweep_id)
         self._settle_sweeps()  # every cell may have been reused: then the sweep is already done
         return sweep_id
 
-    def _existing(self, key: str, kind: str) -> int | None:
-        done = self.store.find_done(key, kind=kind)
-        if done is not None:
-            return done["id"]
-        active = self.store.latest_runs([key], kind=kind)
-        if len(active) and active.iloc[0]["status"] in ACTIVE_STATUSES and int(active.iloc[0]["run_id"]) in \
-                self.tracked():
-            return int(active.iloc[0]["run_id"])
-        return None
+    def _enqueue(self, config: RunConfig, kind: str, sweep_id: int | None,
+                 masks: Mapping[str, torch.Tensor] | None = None) -> Submission:
+        """Queue a validated, canonical configuration unless the store has it done or this manager runs it."""
+        key = config.key()
+        with self._wake:
+            done = self.store.find_done(key, kind=kind)
+            if done is not None:
+                return Submission(int(done["id"]), reused=True)
+            active = self.store.latest_runs([key], kind=kind)
+            if len(active) and active.iloc[0]["status"] in ACTIVE_STATUSES and int(active.iloc[0]["run_id"]) in \
+                    self.tracked():
+                return Submission(int(active.iloc[0]["run_id"]), reused=False)
+            run_id = self.store.create_run(config.to_dict(), key=key, kind=kind, sweep_id=sweep_id)
+            if masks is not None and masks_reusable(config):
+                try:
+                    self.store.save_masks(run_id, masks)   # before the worker can see the run
+                except (ValueError, OSError):
+                    log.warning("masks handed over for run %s not saved: it prunes them again", run_id,
+                                exc_info=True)
+            self._queue.append((run_id, config, kind))
+            self._wake.notify()
+            return Submission(run_id, reused=False)
 
     # ---- control and state ---------------------------------------------------------------------
     def cancel(self, run_id: int) -> None:
@@ -141,8 +162,9 @@ class JobManager:
                 self._current = run_id
             try:
                 if self.store.get_run(run_id)["status"] == "queued":
-                    execute(config, self.store, kind=kind, run_id=run_id, device=self.device,
-                            data_root=self.data_root, download=self.download)
+                    # Validated and looked up in the store when it was submitted: not again here.
+                    execute(config, self.store, kind=kind, run_id=run_id, reuse=False, validated=True,
+                            device=self.device, data_root=self.data_root, download=self.download)
             except Cancelled:
                 pass
             except Exception:  # recorded in the store as a failed run with its message

@@ -8,7 +8,7 @@ run in the store is reused instead of computed again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import nn
 from pruning_core.config import DENSE, RunConfig, method_options, training_settings
 from pruning_core.engine import masks as mk
 from pruning_core.engine.data import Dataset, load_dataset
+from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
 from pruning_core.engine.prune import Cancelled, PruneResult, prune
@@ -77,14 +78,17 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             reuse: bool = True, device: str | torch.device | None = None,
             on_progress: ProgressCallback | None = None, on_event: Callable[[TrainEvent], None] | None = None,
             should_stop: Callable[[], bool] | None = None, data_root: str | None = None,
-            download: bool = True, keep_model: bool = False) -> RunOutcome:
+            download: bool = True, keep_model: bool = False, validated: bool = False) -> RunOutcome:
     """Prune and (for kind 'train' or 'sweep_cell') train one configuration, recording it in `store`.
 
     kind 'prune' only prunes. With `reuse`, a finished run of the same key and kind is returned as is.
-    `run_id` continues a run already created (queued) in the store, as the job manager does. Errors are
+    `run_id` continues a run already created (queued) in the store, as the job manager does; when that run
+    already has masks in the store (handed over with the submission, e.g. by the page that pruned the same
+    configuration to show it), they are used instead of pruning again (see `masks_reusable`). `validated`:
+    the caller has already validated the canonical `config` (the job manager, at submission). Errors are
     recorded as a failed run and raised; `should_stop()` returning True cancels the run.
     """
-    config = config.canonical().validate()
+    config = config if validated else config.canonical().validate()
     key = config.key()
     if store is not None and reuse:
         done = store.find_done(key, kind=kind)
@@ -123,13 +127,17 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                 row = {("search_" + k if k in SEARCH_CLASHES else k): v for k, v in record.items()}
                 store.add_metrics(run_id, [{"phase": SEARCH_PHASE, **row}])
 
-        result = prune_with_config(model, config, dataset, prune_progress, on_round=search_round)
+        handed = _handed_over_masks(store, run_id, config) if store is not None and run_id is not None else None
+        result = prune_from_masks(model, config, dataset, handed) if handed is not None else None
+        if result is None:
+            result = prune_with_config(model, config, dataset, prune_progress, on_round=search_round)
         prune_s = time.perf_counter() - started
         summary: dict[str, Any] = {**result.summary(), "method": config.method}
         if store is not None:
             with store.transaction():
                 store.set_layers(run_id, result.layers)
-                store.save_masks(run_id, result.masks)
+                if handed is None:
+                    store.save_masks(run_id, result.masks)
                 store.add_timings(run_id, {"prune_s": prune_s})
         train_result = None
         if kind != "prune":
@@ -166,6 +174,50 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             except InvalidTransitionError:
                 pass
         raise
+
+
+def masks_reusable(config: RunConfig) -> bool:
+    """Whether masks found before for this configuration reproduce its pruning: pruning changes nothing but
+    the masks (the initial weights come from the seed), unless the method trains to find its mask (IMP rewinds
+    the weights, GemMiner learns scores) or the sanity check redraws the kept weights."""
+    method = "random" if config.method == DENSE else config.method
+    return METHODS[method].run is None and config.sanity != "reinit"
+
+
+def prune_from_masks(model: nn.Module, config: RunConfig, dataset: Dataset,
+                     masks: Mapping[str, torch.Tensor]) -> PruneResult | None:
+    """What `prune_with_config` gives for `config`, from its masks found before, without scoring again: the
+    masks attached to the fresh model (and the sparsity-aware init applied) as pruning does. None when the
+    masks do not fit the model (other layer names or shapes): then it has to be pruned."""
+    started = time.perf_counter()
+    config = config.canonical()
+    weights = {name: weight for name, _, weight in mk.prunable_weights(model)}
+    if set(masks) != set(weights) or any(tuple(masks[n].shape) != tuple(w.shape) for n, w in weights.items()):
+        return None
+    masks = {name: masks[name].to(device=weights[name].device, dtype=torch.bool) for name in weights}
+    mk.attach_masks(model, masks)
+    if config.sparse_init:
+        from pruning_core.studies.gradient_flow import sparse_init
+
+        sparse_init(model, masks, generator=torch.Generator().manual_seed(config.seed))
+    layers = layer_table(model, masks, dataset.input_shape)
+    collapsed = layers.loc[layers["kept"] == 0, "name"].tolist()
+    method = "random" if config.method == DENSE else config.method
+    return PruneResult(masks=masks, scores={}, layers=layers, collapsed=collapsed,
+                       method=method, sparsity=config.sparsity, schedule=config.schedule, scope=config.scope,
+                       iterations=config.iterations or METHODS[method].default_iterations,
+                       elapsed_s=time.perf_counter() - started)
+
+
+def _handed_over_masks(store: Store, run_id: int, config: RunConfig) -> dict[str, torch.Tensor] | None:
+    """The masks saved on a queued run before it started (handed over with its submission), if they can stand
+    in for pruning it."""
+    if not masks_reusable(config):
+        return None
+    try:
+        return store.load_masks(run_id)
+    except (FileNotFoundError, ValueError, OSError):
+        return None   # unreadable: prune again rather than fail the run
 
 
 def _collapse_note(result: PruneResult) -> list[str]:
