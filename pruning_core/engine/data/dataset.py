@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from pruning_core.engine.data.cache import load_cached
 from pruning_core.engine.vocabulary import LR_SCHEDULES, OPTIMIZERS
+from pruning_core.engine.settings import TRAIN_DEFAULT_KEYS  # the settings a dataset gives defaults for
 
 DATA_DIR_ENV = "PRUNING_DATA_DIR"
-TRAIN_DEFAULT_KEYS = ("batch_size", "epochs", "optimizer", "lr", "lr_schedule", "weight_decay", "label_smoothing")
 SPLITS = ("train", "test")
 
 
