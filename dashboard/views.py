@@ -176,11 +176,8 @@ def config_caption(config: Mapping[str, Any]) -> str:
     parts = [units.method_label(c.method), units.sparsity_text(c.sparsity),
              f"{choice_label('model', c.model)} on {choice_label('dataset', c.dataset)}", f"seed {c.seed}",
              f"{c.epochs} epoch{'s' if c.epochs != 1 else ''}"]
-    variant = units.run_variant(c.to_dict())
-    if variant:
-        parts.insert(1, variant)
     if not c.is_dense:
-        parts.insert(2 + bool(variant), f"{c.schedule}, {c.iterations or METHODS[c.method].default_iterations} round(s), {c.scope}")
+        parts.insert(2, f"{c.schedule}, {c.iterations or METHODS[c.method].default_iterations} round(s), {c.scope}")
     return " · ".join(parts)
 
 
