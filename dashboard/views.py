@@ -178,6 +178,9 @@ def config_caption(config: Mapping[str, Any]) -> str:
              f"{c.epochs} epoch{'s' if c.epochs != 1 else ''}"]
     if not c.is_dense:
         parts.insert(2, f"{c.schedule}, {c.iterations or METHODS[c.method].default_iterations} round(s), {c.scope}")
+    variant = units.run_variant(c.to_dict())   # a sanity check or sparsity-aware init, right after the method
+    if variant:
+        parts.insert(1, variant)
     return " · ".join(parts)
 
 

@@ -18,18 +18,34 @@ from pruning_core.presentation import charts, findings, units
 PAGE_SIZE = 500
 
 
-def run_label(row: pd.Series | dict) -> str:
-    method = units.method_label(row["method"]) if row["method"] else "?"
-    sparsity = "" if row["method"] == DENSE else f" {units.percent(row['sparsity'] or 0)}"
-    return (f"#{row['run_id']} · {method}{sparsity} · {widgets.choice_label('model', row['model'])} on "
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _variant(run_id: int, key: str) -> str:
+    # A run's configuration never changes under its key, so this is read once per run, not on every rerun.
+    return units.run_variant(state.store().get_run(run_id)["config"])
+
+
+def variants(runs: pd.DataFrame) -> dict[int, str]:
+    """Each listed run's variant ('scores inverted: best weights removed', ...; '' for a plain run)."""
+    with state.store().snapshot():
+        return {int(r): _variant(int(r), str(k)) for r, k in zip(runs["run_id"], runs["key"])}
+
+
+def short_label(row: pd.Series | dict, variant: str = "") -> str:
+    """'#2 SynFlow 99.9%', '#3 SynFlow 90% (scores inverted: best weights removed)': a legend entry."""
+    return units.run_name(row["method"], None if row["method"] == DENSE else (row["sparsity"] or 0), variant,
+                          run_id=int(row["run_id"]))
+
+
+def run_label(row: pd.Series | dict, variant: str = "") -> str:
+    return (f"{short_label(row, variant)} · {widgets.choice_label('model', row['model'])} on "
             f"{row['dataset']} · seed {row['seed']} · {row['status']}")
 
 
-def short_label(row: pd.Series | dict) -> str:
-    """'#2 SynFlow 99.9%': a legend entry of an overlay."""
-    method = units.method_label(row["method"]) if row["method"] else "?"
-    sparsity = "" if row["method"] == DENSE else f" {units.percent(row['sparsity'] or 0)}"
-    return f"#{row['run_id']} {method}{sparsity}"
+def distinct_warnings(warnings: list[str]) -> list[str]:
+    """The recorded warnings without repeats: a warning that another one says in full (the same sentence
+    with more detail, e.g. the chance accuracy for the number of classes) is left out."""
+    unique = list(dict.fromkeys(w.strip() for w in warnings if w and w.strip()))
+    return [w for w in unique if not any(o != w and o.startswith(w.rstrip(".")) for o in unique)]
 
 
 def filters(runs: pd.DataFrame) -> pd.DataFrame:
@@ -55,10 +71,11 @@ def filters(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def history_table(runs: pd.DataFrame) -> None:
+def history_table(runs: pd.DataFrame, variant: dict[int, str]) -> None:
     shown = pd.DataFrame({
         "run": runs["run_id"], "status": runs["status"], "kind": runs["kind"],
         "method": runs["method"].map(units.method_label),
+        "variant": runs["run_id"].map(lambda r: variant.get(int(r), "")),
         "removed": runs["sparsity"].map(lambda s: units.percent(s) if s == s and s is not None else ""),
         "model": runs["model"].map(lambda m: widgets.choice_label("model", m)), "dataset": runs["dataset"],
         "seed": runs["seed"], "accuracy": runs["final_test_accuracy"], "connected": runs["effective_density"],
@@ -69,6 +86,10 @@ def history_table(runs: pd.DataFrame) -> None:
     st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(shown)), key="runs-table",
                  column_config={
                      "run": st.column_config.NumberColumn("Run", format="#%d", width="small"),
+                     "variant": st.column_config.TextColumn("Variant", help="What sets the run apart from the plain "
+                                                            "method: a sanity check (mask shuffled, weights "
+                                                            "reinitialised, scores inverted) or the "
+                                                            "sparsity-aware initialisation."),
                      "accuracy": st.column_config.ProgressColumn("Test accuracy", format="percent", min_value=0.0,
                                                                  max_value=1.0),
                      "connected": st.column_config.NumberColumn("Connected density", format="percent",
@@ -114,9 +135,10 @@ def delete_runs(run_ids: list[int]) -> None:
         st.session_state["runs-open"] = None
 
 
-def overlay(selected: list[int], runs: pd.DataFrame) -> None:
+def overlay(selected: list[int], runs: pd.DataFrame, variant: dict[int, str]) -> None:
     db = state.store()
-    labels = {int(r["run_id"]): short_label(r) for _, r in runs[runs["run_id"].isin(selected)].iterrows()}
+    labels = {int(r["run_id"]): short_label(r, variant.get(int(r["run_id"]), ""))
+              for _, r in runs[runs["run_id"].isin(selected)].iterrows()}
     curves = {labels[r]: db.metrics(r) for r in selected if r in labels}
     curves = {k: v for k, v in curves.items() if not v.empty}
     profiles = {labels[r]: db.layers(r) for r in selected if r in labels}
@@ -183,8 +205,7 @@ def run_detail(run_id: int) -> None:
         panels.live_panel(run_id, key="open", draw=draw)
     elif record["status"] != "done":
         panels.live_panel(run_id, key="open")
-    warnings = (record.get("summary") or {}).get("warnings") or []
-    for warning in warnings:
+    for warning in distinct_warnings((record.get("summary") or {}).get("warnings") or []):
         st.caption(f"Recorded warning: {warning}")
     with st.expander("Everything recorded for this run", icon=":material/receipt_long:"):
         st.json({k: record[k] for k in ("config", "summary", "timings", "versions", "device", "error", "key")},
@@ -203,17 +224,18 @@ with errors.error_boundary():
     runs = filters(all_runs)
     st.caption(f"{len(runs)} of {len(all_runs)} run(s)" + (f" (the newest {PAGE_SIZE})" if len(all_runs) ==
                                                            PAGE_SIZE else ""))
-    history_table(runs)
+    variant = variants(runs)
+    history_table(runs, variant)
 
     options = [int(r) for r in runs["run_id"]]
-    labels = {int(r["run_id"]): run_label(r) for _, r in runs.iterrows()}
+    labels = {int(r["run_id"]): run_label(r, variant[int(r["run_id"])]) for _, r in runs.iterrows()}
     st.session_state["runs-selected"] = [r for r in st.session_state.get("runs-selected", []) if r in labels]
     selected = st.multiselect("Select runs to compare, export or delete", options, key="runs-selected",
                               format_func=lambda r: labels.get(r, f"#{r}"), placeholder="choose runs",
                               help="Their training curves and density profiles are drawn on top of each other.")
     if selected:
         actions(selected, runs)
-        overlay(selected, runs)
+        overlay(selected, runs, variant)
 
     st.divider()
     st.subheader("Open a run", anchor=False)

@@ -460,3 +460,25 @@ def test_a_link_to_a_run_reattaches_to_it(db):
     assert at.number_input(key="seed").value == 5
     assert "train-curves" in figures_of(at)
     assert time.time() - store.get_run(run_id)["finished_at"] < 120
+
+
+def test_runs_page_names_sanity_variants_and_prints_a_warning_once(db):
+    store = Store(db)
+    plain = runner.execute(RunConfig(method="magnitude", sparsity=0.9, epochs=0), store).run_id
+    inverted = runner.execute(RunConfig(method="magnitude", sparsity=0.9, epochs=0, sanity="invert"), store).run_id
+    collapsed = runner.execute(RunConfig(method="magnitude", sparsity=0.9999, epochs=0), store).run_id
+    # The store may hold the collapse warning twice: from pruning and, with the chance level, from training.
+    at = open_page("runs")
+    assert_clean(at)
+    names = {r: at.multiselect(key="runs-selected").format_func(r) for r in (plain, inverted)}
+    assert names[plain].startswith(f"#{plain} Magnitude 90% · ")
+    assert names[inverted].startswith(f"#{inverted} Magnitude 90% (scores inverted: best weights removed) · ")
+    at.multiselect(key="runs-selected").set_value([plain, inverted]).run()
+    legend = [t["name"] for t in figures_of(at)["overlay-density"]["data"] if t["type"] == "bar"]
+    assert legend == [f"#{plain} Magnitude 90%", f"#{inverted} Magnitude 90% (scores inverted: best weights removed)"]
+
+    at.selectbox(key="runs-open").set_value(collapsed).run()
+    assert not at.exception   # (the collapse itself is shown as an st.error finding, as intended)
+    recorded = [c for c in texts(at, "caption") if c.startswith("Recorded warning:")]
+    assert len(recorded) == 1, recorded
+    assert "10% for 10 classes" in recorded[0]          # the more precise of the two is the one kept

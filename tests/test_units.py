@@ -65,3 +65,18 @@ def test_every_registered_method_has_its_own_colour():
     # IMP and GemMiner used to borrow SynFlow's and SNIP's colours (first palette entries).
     colors = {name: units.method_color(name) for name in units.METHODS}
     assert len(set(colors.values())) == len(colors), colors
+
+
+def test_run_name_says_which_sanity_check_or_init_a_run_used():
+    plain = units.run_name("synflow", 0.9, units.run_variant({"sanity": "none"}), run_id=4)
+    assert plain == "#4 SynFlow 90%"
+    inverted = units.run_name("synflow", 0.9, units.run_variant({"sanity": "invert"}), run_id=5)
+    assert inverted == "#5 SynFlow 90% (scores inverted: best weights removed)"
+    assert units.run_variant({"sanity": "shuffle", "sparse_init": True}) == "mask shuffled · sparsity-aware init"
+    assert units.run_variant({"sanity": "reinit"}) == "weights reinitialised"
+    assert units.run_variant(None) == units.run_variant({}) == ""
+    # Every sanity check of the config has a name, so none of them can read as the plain method.
+    from pruning_core.config import SANITY_CHECKS
+    assert {v for v in SANITY_CHECKS if v != "none"} == set(units.RUN_VARIANTS)
+    assert units.run_name("dense", 0.0) == "Dense baseline"
+    assert units.run_name(None, float("nan")) == "?"

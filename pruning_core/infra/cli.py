@@ -322,7 +322,12 @@ def _runs(args: argparse.Namespace) -> int:
         elif runs.empty:
             print("no runs yet: try 'python -m pruning_core train'")
         else:
-            print(runs[["run_id", "status", "kind", "dataset", "model", "method", "sparsity", "seed",
+            from pruning_core.presentation.units import run_variant
+
+            # A sanity check or sparsity-aware init is named, so an inverted SynFlow 90% is not a plain one.
+            with store.snapshot():
+                runs["variant"] = [run_variant(store.get_run(int(r))["config"]) or "-" for r in runs["run_id"]]
+            print(runs[["run_id", "status", "kind", "dataset", "model", "method", "variant", "sparsity", "seed",
                         "final_test_accuracy", "duration_s"]].to_string(index=False))
         return 0
     if not args.ids:

@@ -7,7 +7,8 @@ Nothing here imports Streamlit or Plotly, so the wording is tested in one place.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pruning_core.config import DENSE
 from pruning_core.engine.methods import METHODS
@@ -25,6 +26,33 @@ def method_label(name: str) -> str:
     if name == DENSE:
         return "Dense baseline"
     return METHODS[name].label if name in METHODS else str(name)
+
+
+# What a sanity check (Frankle et al. 2021) or the sparsity-aware initialisation changed about a run, as
+# said in its name: without it a run with inverted scores reads as plain "SynFlow 90%" next to the real one,
+# and its chance-level accuracy looks like a bug.
+RUN_VARIANTS = {"shuffle": "mask shuffled", "reinit": "weights reinitialised",
+                "invert": "scores inverted: best weights removed"}
+SPARSE_INIT_TAG = "sparsity-aware init"
+
+
+def run_variant(config: Mapping[str, Any] | None) -> str:
+    """What sets a run apart from the plain method at its sparsity ('scores inverted: best weights removed',
+    'sparsity-aware init', both joined by ' · '), from its configuration (a `RunConfig.to_dict`); '' if none."""
+    config = config or {}
+    tags = [RUN_VARIANTS.get(config.get("sanity") or "none", "")]
+    if config.get("sparse_init"):
+        tags.append(SPARSE_INIT_TAG)
+    return " · ".join(t for t in tags if t)
+
+
+def run_name(method: str | None, sparsity: float | None, variant: str = "", run_id: int | None = None) -> str:
+    """The one name of a run wherever it is listed: '#12 SynFlow 90% (scores inverted: best weights removed)';
+    the dense baseline has no sparsity. `variant` is `run_variant` of its configuration."""
+    label = method_label(method) if method else "?"
+    removed = "" if method == DENSE or sparsity is None or sparsity != sparsity else f" {percent(sparsity)}"
+    prefix = f"#{run_id} " if run_id is not None else ""
+    return f"{prefix}{label}{removed}" + (f" ({variant})" if variant else "")
 
 
 # Fixed colours for the methods the pages show most, so that SynFlow is blue on every chart.
