@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import errors, navigation, panels, state, widgets
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
-from pruning_core.presentation import charts, findings
+from pruning_core.presentation import findings, study_charts
 from pruning_core.studies import tasks
 from pruning_core.studies.gradient_flow import VARIANT_LABELS, VARIANTS
 
@@ -58,7 +58,8 @@ def controls() -> dict:
 
 def show_results(df: pd.DataFrame, dataset: str) -> None:
     summary = findings.gradient_flow_summary(df)
-    st.plotly_chart(charts.gradient_flow_chart(df), width="stretch", key="gf-chart", config={"displaylogo": False})
+    st.plotly_chart(study_charts.gradient_flow_chart(df), width="stretch", key="gf-chart",
+                    config={"displaylogo": False})
     st.caption("Left: the norm of the gradient of the training loss with respect to the kept weights, measured on "
                "256 training images held out of training, ten times per epoch (log scale; the large dot is the "
                "value at initialisation). Right: the test accuracy after every epoch.")

@@ -21,7 +21,7 @@ from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
-from pruning_core.presentation import charts, findings, units
+from pruning_core.presentation import findings, study_charts, units
 from pruning_core.studies.lottery import imp_round_densities
 
 SEARCHES = ("imp", "gemminer")   # the page's subject; other methods can be added to the comparison
@@ -119,8 +119,8 @@ def imp_section(record: dict, metrics: pd.DataFrame, values: dict, table: pd.Dat
               for m in done.index if m != "imp" and not pd.isna(done.loc[m, "test_accuracy"])}
     left, right = st.columns([2.3, 1], gap="medium")
     with left:
-        st.plotly_chart(charts.imp_rounds_chart(rounds, planned, ticket, others, chance=chance,
-                                                uirevision="lt-imp-rounds"),
+        st.plotly_chart(study_charts.imp_rounds_chart(rounds, planned, ticket, others, chance=chance,
+                                                      uirevision="lt-imp-rounds"),
                         width="stretch", key="lt-imp-rounds", config={"displaylogo": False})
     with right:
         st.markdown(
@@ -147,8 +147,8 @@ def gemminer_section(record: dict, metrics: pd.DataFrame, values: dict, chance: 
     rows = findings.split_metrics(metrics)[1]
     left, right = st.columns([2.3, 1], gap="medium")
     with left:
-        st.plotly_chart(charts.gemminer_progress_chart(rows, 1 - values["sparsity"], chance=chance,
-                                                       uirevision="lt-gemminer"),
+        st.plotly_chart(study_charts.gemminer_progress_chart(rows, 1 - values["sparsity"], chance=chance,
+                                                             uirevision="lt-gemminer"),
                         width="stretch", key="lt-gemminer", config={"displaylogo": False})
     with right:
         st.markdown(
@@ -171,7 +171,7 @@ def comparison_section(table: pd.DataFrame, values: dict) -> None:
     if table["test_accuracy"].isna().all():
         st.caption("The comparison fills in as the runs finish.")
         return
-    st.plotly_chart(charts.ticket_cost_chart(table, uirevision="lt-cost"), width="stretch", key="lt-cost",
+    st.plotly_chart(study_charts.ticket_cost_chart(table, uirevision="lt-cost"), width="stretch", key="lt-cost",
                     config={"displaylogo": False})
     for sentence in findings.ticket_findings(table):
         st.markdown(sentence)

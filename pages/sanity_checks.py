@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import errors, navigation, panels, state, views, widgets
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS
-from pruning_core.presentation import charts, findings, units
+from pruning_core.presentation import charts, findings, study_charts, units
 from pruning_core.studies.sanity import SANITY_LABELS, SANITY_VARIANTS, TOLERANCE, explain_sanity, sanity_table
 
 DEFAULTS = {"method": "synflow", "sparsity": 0.9, "epochs": 5}
@@ -74,8 +74,8 @@ def results(config: RunConfig, run_ids: dict[str, int]) -> None:
         table = sanity_table(config, {v: by_variant.get(v) for v in SANITY_VARIANTS})
         left, right = st.columns([1.5, 1], gap="medium")
         with left:
-            st.plotly_chart(charts.sanity_chart(table, tolerance=TOLERANCE, chance=1 / classes), width="stretch",
-                            key="sc-chart", config={"displaylogo": False})
+            st.plotly_chart(study_charts.sanity_chart(table, tolerance=TOLERANCE, chance=1 / classes),
+                            width="stretch", key="sc-chart", config={"displaylogo": False})
         with right:
             headline = verdict(table)
             if headline is not None:

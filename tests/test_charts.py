@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from presentation_tables import cost_table, flow_table, layer_table, metrics, sweep_rows, with_search_rows
 
-from pruning_core.presentation import charts, units
+from pruning_core.presentation import charts, study_charts, units
 
 
 def test_density_bars_draw_kept_fraction_and_counts():
@@ -154,9 +154,9 @@ def imp_rounds(accuracies=(0.9, 0.93, None)):
 
 def test_imp_rounds_chart_draws_each_round_then_the_ticket():
     planned = [1.0, 0.464, 0.215, 0.1]
-    fig = charts.imp_rounds_chart(imp_rounds((0.9, 0.93, 0.95)).iloc[::-1], planned,
-                                   ticket={"density": 0.100002, "accuracy": 0.96},
-                                   others={"gemminer": {"density": 0.1, "accuracy": 0.85}}, chance=0.1)
+    fig = study_charts.imp_rounds_chart(imp_rounds((0.9, 0.93, 0.95)).iloc[::-1], planned,
+                                         ticket={"density": 0.100002, "accuracy": 0.96},
+                                         others={"gemminer": {"density": 0.1, "accuracy": 0.85}}, chance=0.1)
     line = fig.data[0]
     assert list(line.x) == pytest.approx([1.0, 1 / 0.464, 1 / 0.215, 1 / 0.100002])   # in round order
     assert list(line.y) == [0.9, 0.93, 0.95, 0.96]
@@ -171,10 +171,10 @@ def test_imp_rounds_chart_draws_each_round_then_the_ticket():
 
 def test_imp_rounds_chart_fills_in_live():
     planned = [1.0, 0.464, 0.215, 0.1]
-    empty = charts.imp_rounds_chart(imp_rounds().iloc[0:0], planned)
+    empty = study_charts.imp_rounds_chart(imp_rounds().iloc[0:0], planned)
     assert [t for t in empty.data if t.mode and "lines" in t.mode and t.name.startswith("IMP")] == []
     assert len(empty.layout.xaxis.tickvals) == 4
-    partial = charts.imp_rounds_chart(imp_rounds((0.9, 0.93, None)), planned)
+    partial = study_charts.imp_rounds_chart(imp_rounds((0.9, 0.93, None)), planned)
     assert list(partial.data[0].y) == [0.9, 0.93]     # a round without its accuracy yet is not drawn
     assert empty.layout.xaxis.range == partial.layout.xaxis.range
 
@@ -188,7 +188,8 @@ def gemminer_rows():
 
 
 def test_gemminer_progress_chart_draws_accuracy_and_weights_left():
-    fig = charts.gemminer_progress_chart(gemminer_rows().iloc[::-1], target_density=0.1, total_steps=10, chance=0.1)
+    fig = study_charts.gemminer_progress_chart(gemminer_rows().iloc[::-1], target_density=0.1, total_steps=10,
+                                               chance=0.1)
     accuracy = next(t for t in fig.data if t.name == "batch accuracy while mining")
     assert list(accuracy.x) == [4, 8] and list(accuracy.y) == [0.3, 0.5]   # the event before any step has none
     assert list(accuracy.customdata) == [2.1, 1.8]
@@ -201,7 +202,7 @@ def test_gemminer_progress_chart_draws_accuracy_and_weights_left():
 
 
 def test_ticket_cost_chart_stacks_search_and_training():
-    fig = charts.ticket_cost_chart(cost_table())
+    fig = study_charts.ticket_cost_chart(cost_table())
     accuracy = fig.data[0]
     assert list(accuracy.x) == ["IMP (lottery ticket)", "GemMiner", "SynFlow"]
     assert list(accuracy.y) == [0.958, 0.85, None] and list(accuracy.text) == ["95.8%", "85%", ""]
@@ -214,7 +215,7 @@ def test_ticket_cost_chart_stacks_search_and_training():
 
 
 def test_gradient_flow_chart_one_colour_per_variant_on_a_log_axis():
-    fig = charts.gradient_flow_chart(flow_table())
+    fig = study_charts.gradient_flow_chart(flow_table())
     lines = [t for t in fig.data if t.showlegend is not False]
     assert [t.name for t in lines] == ["Dense", "Sparse, standard init (10% kept)",
                                        "Sparse, sparsity-aware init (10% kept)", "Lottery ticket (IMP) (10% kept)"]
@@ -237,7 +238,7 @@ def sanity_table(accuracies):
 
 
 def test_sanity_chart_colours_checks_by_whether_they_hurt():
-    fig = charts.sanity_chart(sanity_table([0.1, 0.969, 0.962, 0.99]), tolerance=0.01, chance=0.1)
+    fig = study_charts.sanity_chart(sanity_table([0.1, 0.969, 0.962, 0.99]), tolerance=0.01, chance=0.1)
     bars = fig.data[0]
     assert list(bars.x) == ["Method's mask", "Mask shuffled<br>within each<br>layer", "Weights<br>reinitialised",
                             "Scores inverted"]   # the paper's order, whatever the table's
@@ -249,7 +250,7 @@ def test_sanity_chart_colours_checks_by_whether_they_hurt():
 
 
 def test_sanity_chart_keeps_a_place_for_pending_checks():
-    fig = charts.sanity_chart(sanity_table([None, 0.969, None, None]))
+    fig = study_charts.sanity_chart(sanity_table([None, 0.969, None, None]))
     bars = fig.data[0]
     assert list(bars.y) == [0.969, None, None, None]
     assert list(bars.marker.color)[1:] == ["#BBBBBB"] * 3
@@ -318,7 +319,7 @@ def test_overlay_legend_sits_below_the_axis_title_with_room_for_every_row():
 
 
 def test_subplot_titles_are_below_the_toolbar_and_do_not_run_into_each_other():
-    fig = charts.gemminer_progress_chart(gemminer_rows(), target_density=0.1, total_steps=10)
+    fig = study_charts.gemminer_progress_chart(gemminer_rows(), target_density=0.1, total_steps=10)
     titles = [a for a in fig.layout.annotations if a.yref == "paper" and a.y == 1]
     assert len(titles) == 2
     lines = max(a.text.count("<br>") + 1 for a in titles)
