@@ -124,6 +124,38 @@ def sweep_table(keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+CELL_COLUMNS = {
+    "Method": st.column_config.TextColumn(width="medium"),
+    "Removed": st.column_config.TextColumn(width="small", help="Share of the weights removed (the sparsity)."),
+    "Seed": st.column_config.NumberColumn(width="small"),
+    "Accuracy": st.column_config.ProgressColumn("Test accuracy", format="percent", min_value=0.0, max_value=1.0,
+                                                width="large", help="Final test accuracy after training."),
+    "Connected": st.column_config.NumberColumn("Connected density", format="percent", width="small",
+                                               help="Effective density: kept weights on a path from input to "
+                                                    "output."),
+    "Note": st.column_config.TextColumn("Note", width="large",
+                                        help="✕ lists the layers that kept no weights (layer collapse); "
+                                             "unfinished cells show their status."),
+}
+
+
+def cells_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The sweep table as the page shows it: one row per cell, readable names (see `CELL_COLUMNS`)."""
+    layers = table["collapsed_layers"]
+    note = layers.where(layers == "", "✕ " + layers)
+    note = note.where(table["status"] == "done", table["status"])
+    shown = pd.DataFrame({
+        "Method": table["method"].map(lambda m: "Dense" if m == DENSE else units.method_label(m)),
+        "Removed": table["sparsity"].map(units.percent), "Seed": table["seed"],
+        "Accuracy": table["final_test_accuracy"], "Connected": table["effective_density"], "Note": note})
+    return shown.drop(columns=["Seed"]) if table["seed"].nunique() <= 1 else shown
+
+
+def sweep_csv(table: pd.DataFrame) -> str:
+    """The sweep table's CSV download, in the export convention of `units.EXPORT_NOTE`."""
+    return units.export_csv(table, drop=("progress",))
+
+
 def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
     counts = table["status"].value_counts().to_dict() if not table.empty else {}
     done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("cancelled", 0)
@@ -166,39 +198,21 @@ def sweep_view(sweep_id: int) -> None:
         with errors.error_boundary():
             table = sweep_table(keys)
             sweep_progress(sweep_id, table, len(keys))
-            chart, side = st.columns([1.7, 1], gap="medium")
-            with chart:
-                fig = charts.tradeoff_chart(table, chance=1 / classes if classes else None,
-                                            uirevision=f"sweep-{sweep_id}")
-                st.plotly_chart(fig, width="stretch", key="tradeoff", config={"displaylogo": False})
-                st.caption("Each line is a method (mean over seeds; the band is ± one standard deviation); ✕ marks "
-                           "a cell whose network collapsed (a layer kept no weights); the dashed line is the "
-                           "dense network.")
-            with side:
-                layers = table["collapsed_layers"]
-                note = layers.where(layers == "", "✕ " + layers)
-                note = note.where(table["status"] == "done", table["status"])
-                shown = pd.DataFrame({
-                    "Method": table["method"].map(lambda m: "Dense" if m == DENSE else units.method_label(m)),
-                    "Removed": table["sparsity"].map(units.percent), "Seed": table["seed"],
-                    "Accuracy": table["final_test_accuracy"], "Note": note})
-                if table["seed"].nunique() <= 1:
-                    shown = shown.drop(columns=["Seed"])
-                st.dataframe(shown, hide_index=True, width="stretch", height=410, key="sweep-table",
-                             column_config={
-                                 "Removed": st.column_config.TextColumn(width="small"),
-                                 "Seed": st.column_config.NumberColumn(width="small"),
-                                 "Accuracy": st.column_config.ProgressColumn("Accuracy", format="percent",
-                                                                             min_value=0.0, max_value=1.0,
-                                                                             width="small"),
-                                 "Note": st.column_config.TextColumn(
-                                     "Note", help="✕ lists the layers that kept no weights (layer collapse); "
-                                     "unfinished cells show their status.")})
-                st.download_button("Download table (CSV)", table.drop(columns=["progress"]).to_csv(index=False),
-                                   file_name=f"sweep-{sweep_id}.csv", mime="text/csv", icon=":material/download:",
-                                   key=f"download-sweep-{sweep_id}", width="stretch", on_click="ignore",
-                                   help="Every cell with its method, sparsity, seed, accuracy, connected "
-                                        "density, collapsed layers, timing and run id.")
+            fig = charts.tradeoff_chart(table, chance=1 / classes if classes else None,
+                                        uirevision=f"sweep-{sweep_id}")
+            st.plotly_chart(fig, width="stretch", key="tradeoff", config={"displaylogo": False})
+            st.caption("Each line is a method (mean over seeds; the band is ± one standard deviation); ✕ marks "
+                       "a cell whose network collapsed (a layer kept no weights); the dashed line is the "
+                       "dense network.")
+            # The table gets the page's width under the chart: beside it, the notes were cut off and the
+            # accuracy bars were a few pixels long.
+            st.dataframe(cells_table(table), hide_index=True, width="stretch", height=min(420, 38 + 35 * len(table)),
+                         key="sweep-table", column_config=CELL_COLUMNS)
+            st.download_button("Download table (CSV)", sweep_csv(table), file_name=f"sweep-{sweep_id}.csv",
+                               mime="text/csv", icon=":material/download:", key=f"download-sweep-{sweep_id}",
+                               on_click="ignore",
+                               help="Every cell with its method, sparsity, seed, accuracy, connected density, "
+                                    "collapsed layers, timing and run id. " + units.EXPORT_NOTE)
         if active and table is not None and not table["status"].isin(ACTIVE_STATUSES).any():
             st.rerun()
 

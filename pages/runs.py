@@ -102,9 +102,10 @@ def history_table(runs: pd.DataFrame, variant: dict[int, str]) -> None:
 def actions(selected: list[int], runs: pd.DataFrame) -> None:
     chosen = runs[runs["run_id"].isin(selected)]
     cols = st.columns(4, gap="small")
-    cols[0].download_button("Export CSV", chosen.to_csv(index=False), file_name="runs.csv", mime="text/csv",
+    cols[0].download_button("Export CSV", units.export_csv(chosen), file_name="runs.csv", mime="text/csv",
                             icon=":material/table:", width="stretch", on_click="ignore", key="export-csv",
-                            help="One row per selected run: configuration, status, accuracy, timings.")
+                            help="One row per selected run: configuration, status, accuracy, timings. "
+                                 + units.EXPORT_NOTE)
     cols[1].download_button("Export JSON", lambda: json.dumps(state.store().export_runs(selected), indent=1),
                             file_name="runs.json", mime="application/json", icon=":material/data_object:",
                             width="stretch", on_click="ignore", key="export-json",

@@ -349,6 +349,13 @@ def test_sweep_fills_the_chart_marks_collapse_and_downloads_csv(db):
     assert any(f"Sweep #{sweep_id}: 3 of 3 cells done" in s for s in texts(at, "success")), texts(at, "success")
     (download,) = [b for b in at.get("download_button")]
     assert "sweep" in download.proto.label.lower() or "csv" in download.proto.label.lower()
+    assert "ISO 8601" in download.proto.help and "plain fractions" in download.proto.help
+    # The table has the page's width: every column, the collapse note included, and a wide accuracy bar.
+    (table,) = at.dataframe
+    columns = json.loads(table.proto.columns)
+    assert {"Method", "Removed", "Accuracy", "Connected", "Note"} <= set(columns)
+    assert columns["Accuracy"]["width"] == "large" and columns["Note"]["width"] == "large"
+    assert any(note.startswith("✕ ") for note in table.value["Note"])   # the collapsed cell names its layers
 
 
 def test_quick_sweep_preset_sets_the_grid(db):

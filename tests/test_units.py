@@ -80,3 +80,24 @@ def test_run_name_says_which_sanity_check_or_init_a_run_used():
     assert {v for v in SANITY_CHECKS if v != "none"} == set(units.RUN_VARIANTS)
     assert units.run_name("dense", 0.0) == "Dense baseline"
     assert units.run_name(None, float("nan")) == "?"
+
+
+def test_csv_exports_keep_fractions_exact_and_write_iso_times():
+    import io
+
+    import pandas as pd
+
+    table = pd.DataFrame({"method": ["synflow", "magnitude"], "sparsity": [0.99, 0.999],
+                          "compression": [1 / (1 - 0.99), 1 / (1 - 0.999)],   # 100.00000000000009, 1000.0000000000009
+                          "final_test_accuracy": [0.9583333333333334, None],
+                          "created_at": [1796117425.25, None], "progress": ["", "epoch 1/2"]})
+    text = units.export_csv(table, drop=("progress", "absent"))
+    back = pd.read_csv(io.StringIO(text), keep_default_na=False)
+    assert list(back.columns) == ["method", "sparsity", "compression", "final_test_accuracy", "created_at"]
+    assert "100.00000000000009" not in text and list(back["compression"]) == [100.0, 1000.0]
+    assert "0.9583333333333334" in text                         # full precision, not rounded to a percentage
+    assert list(back["sparsity"]) == [0.99, 0.999]
+    assert list(back["created_at"]) == ["2026-12-01T09:30:25+00:00", ""]
+    assert "progress" in table.columns                           # the caller's table is left as it was
+    assert units.iso_time(float("nan")) == units.iso_time(None) == ""
+    assert "ISO 8601" in units.EXPORT_NOTE and "fractions" in units.EXPORT_NOTE

@@ -7,6 +7,7 @@ Nothing here imports Streamlit or Plotly, so the wording is tested in one place.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -172,3 +173,32 @@ def wrap_label(text: str, width: int = 16) -> str:
 
 # Gradient flow's networks (Evci et al. 2022): the lottery ticket in IMP's colour.
 VARIANT_COLORS = {"dense": DENSE_COLOR, "sparse": "#D55E00", "sparse_init": "#009E73", "lottery": METHOD_COLORS["imp"]}
+
+
+# ---- CSV exports -------------------------------------------------------------------------------------
+# One convention for every CSV the dashboard writes, said in its download help: a program reading it gets the
+# numbers as they are, a person reading it gets times they can read.
+EXPORT_NOTE = ("Sparsity, accuracies and densities are plain fractions (0.99 = 99%) at full precision; "
+               "compression is the ratio 1/(1 − sparsity), to 6 significant digits; times are ISO 8601 in UTC.")
+TIME_COLUMNS = ("created_at", "started_at", "finished_at", "started")
+
+
+def iso_time(seconds: float | None) -> str:
+    """Seconds since the epoch as ISO 8601 in UTC ('2026-12-01T09:30:00+00:00'); '' when unknown."""
+    if seconds is None or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return ""
+    return datetime.fromtimestamp(float(seconds), tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def export_csv(table, drop: Sequence[str] = ()) -> str:
+    """A table (pandas DataFrame) as CSV text in the export convention (`EXPORT_NOTE`): epoch-second time
+    columns become ISO 8601 times, the compression ratio loses its float noise (1/(1-0.99) is
+    100.00000000000009), fractions are left exactly as computed. `drop`: columns left out."""
+    out = table.drop(columns=[c for c in drop if c in table.columns])
+    for column in TIME_COLUMNS:
+        if column in out.columns:
+            out[column] = [iso_time(v) for v in out[column]]
+    if "compression" in out.columns:
+        out["compression"] = [float(f"{v:.6g}") if isinstance(v, (int, float)) and math.isfinite(v) else v
+                              for v in out["compression"]]
+    return out.to_csv(index=False)
