@@ -1,4 +1,5 @@
-"""The README matches the code: its two opening commands, the methods table, the CLI commands."""
+"""The README matches the code: its two opening commands, the methods table, the CLI commands (its examples run
+in tests/test_readme.py)."""
 
 from __future__ import annotations
 
@@ -30,4 +31,4 @@ def test_every_registered_method_has_a_row_with_its_paper():
 def test_every_cli_command_is_shown():
     commands = build_parser()._subparsers._group_actions[0].choices
     for command in commands:
-        assert f"python -m pruning_core {command}" in README, command
+        assert f"pruning-core {command}" in README, command
