@@ -64,12 +64,23 @@ def choice_label(name: str, value: Any) -> str:
     if value is None:
         return "default"
     if name == "dataset" and value in DATASETS:
-        return DATASETS[value].label
+        # The short name: 'Digits (8x8, built in)' was cut to 'Digits (8x8, bui' in a select box. The whole
+        # label is in the widget's help (`choices_help`).
+        return DATASETS[value].label.split(" (", 1)[0]
     if name == "model" and value in MODELS:
         return MODELS[value].label
     if name in ("method", "methods", "compare"):
         return units.method_label(value)
     return str(value)
+
+
+def choices_help(name: str, choices: Sequence[Any]) -> str:
+    """What the short choice names stand for, for a widget's help ('Digits: 8x8, built in.'); '' if nothing
+    is shortened."""
+    if name != "dataset":
+        return ""
+    full = [DATASETS[c].label for c in choices if c in DATASETS and " (" in DATASETS[c].label]
+    return " ".join(f"{label.split(' (', 1)[0]}: {label.split(' (', 1)[1].rstrip(')')}." for label in full)
 
 
 def dataset_choices() -> list[str]:
@@ -82,11 +93,12 @@ def method_choices() -> list[str]:
 
 def field_input(name: str, key: str | None = None, default: Any = None, options: Sequence[Any] | None = None,
                 container: Any = None, label: str | None = None, help: str | None = None,
-                url_key: str | None = None, **kwargs: Any) -> Any:
+                url_key: str | None = None, own_help: str | None = None, **kwargs: Any) -> Any:
     """A widget for a RunConfig field: label, help text and choices come from the field; the value from
     `state.restore_widget_value` (session, URL parameter of the field's name, or `default`). `label` replaces
-    the field's label, `help` is added after the field's help text, and `url_key` names the URL parameter (for
-    two widgets of one field on a page)."""
+    the field's label, `help` is added after the field's help text (`own_help` replaces it, where the field's
+    text does not fit the widget's use), and `url_key` names the URL parameter (for two widgets of one field on
+    a page)."""
     key = key or name
     container = container or st
     field = config_field(name)
@@ -94,9 +106,11 @@ def field_input(name: str, key: str | None = None, default: Any = None, options:
     meta = field.metadata
     state.restore_widget_value(key, field.default if default is None and not optional else default,
                                lambda raw: parse_field(name, raw), url_key=url_key or name)
-    common = dict(label=label or field_label(name), key=key,
-                  help=help_text(name) + (f" {help}" if help else ""))
     choices = list(options) if options is not None else field_choices(name)
+    text = own_help if own_help is not None else help_text(name) + (f" {help}" if help else "")
+    if choices is not None and choices_help(name, choices):
+        text += " " + choices_help(name, choices)
+    common = dict(label=label or field_label(name), key=key, help=text)
     if choices is not None:
         if st.session_state.get(key) not in choices:
             # A value this page does not offer (e.g. ?method=dense where only pruning methods are listed): the

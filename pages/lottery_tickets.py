@@ -44,15 +44,19 @@ def controls() -> dict:
         rounds = widgets.field_input("iterations", key="lt-rounds", default=DEFAULTS["rounds"], container=bottom[0],
                                      label="IMP rounds", url_key="rounds",
                                      placeholder=f"default: {DEFAULTS['rounds']}",
-                                     help="For IMP: how many times it prunes. Round 0 trains the dense network; every "
-                                          "round trains again, so IMP costs one full training per round.")
+                                     own_help="How many times IMP prunes on its way to the chosen sparsity (the "
+                                              "same fraction of the remaining weights each round). Round 0 trains "
+                                              "the dense network; every round trains again, so IMP costs one full "
+                                              f"training per round. Empty: {DEFAULTS['rounds']}.")
         epochs = widgets.field_input("epochs", key="lt-epochs", default=DEFAULTS["epochs"], container=bottom[1],
                                      label="Epochs per IMP round",
-                                     help="For IMP: the epochs of every round's training and of the final ticket's.")
+                                     own_help="For IMP: the epochs of every round's training and of the final "
+                                              "ticket's. The methods compared with train this long too.")
         gem_epochs = widgets.field_input("epochs", key="lt-gem-epochs", default=DEFAULTS["gem_epochs"],
                                          container=bottom[2], label="GemMiner epochs", url_key="gem_epochs",
-                                         help="For GemMiner: the epochs of score learning (weights frozen), and then "
-                                              "of training the ticket it found.")
+                                         own_help="For GemMiner: the epochs of score learning (the weights stay "
+                                                  "frozen at their initial values), and then of training the "
+                                                  "ticket it found.")
         others = [m for m in widgets.method_choices() if m not in SEARCHES]
         state.restore_widget_value("lt-compare", [], widgets.known_names("method", METHODS), url_key="compare",
                                    many=True)

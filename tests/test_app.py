@@ -489,3 +489,20 @@ def test_runs_page_names_sanity_variants_and_prints_a_warning_once(db):
     recorded = [c for c in texts(at, "caption") if c.startswith("Recorded warning:")]
     assert len(recorded) == 1, recorded
     assert "10% for 10 classes" in recorded[0]          # the more precise of the two is the one kept
+
+
+# ---- wording (issue 17) ------------------------------------------------------------------------------------
+def test_dataset_box_shows_short_names_and_its_help_the_full_ones(db):
+    at = open_page("prune", **FAST)
+    box = at.selectbox(key="dataset")
+    assert "Digits" in box.options and not any("(" in o for o in box.options)   # nothing for the box to cut off
+    assert "Digits: 8x8, built in." in box.help
+
+
+def test_lottery_widgets_have_help_of_their_own(db):
+    at = open_page("lottery")
+    assert not at.exception
+    helps = {key: at.number_input(key=key).help for key in ("lt-rounds", "lt-epochs", "lt-gem-epochs")}
+    assert "SynFlow" not in helps["lt-rounds"] and "IMP prunes" in helps["lt-rounds"]
+    assert "prune and evaluate only" not in helps["lt-gem-epochs"] and "GemMiner" in helps["lt-gem-epochs"]
+    assert "prune and evaluate only" not in helps["lt-epochs"]
