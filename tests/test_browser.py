@@ -186,3 +186,41 @@ def test_research_pages_render_and_measure_gradient_flow(server, app_page):
     assert_no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "browser-gradient-flow.png"), full_page=True)
     assert not page_errors, page_errors
+
+
+def test_compare_table_and_runs_overlay_screenshots(server, app_page):
+    """Screenshots at 1400×1000 for a person to look at (test-artifacts/): the Compare methods table under the
+    chart of a small sweep, and the Runs page's overlay of its three runs (legends below the plots, the
+    'collapsed' labels above their marks)."""
+    page, page_errors = app_page
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(f"{server}/compare_methods?epochs=1&methods=magnitude&methods=random&sparsities=0.999&seeds=1",
+              timeout=60_000)
+    page.get_by_role("button", name="Run sweep").click()
+    page.get_by_text("3 of 3 cells done").wait_for(timeout=150_000)
+    wait_until_idle(page)
+    table = page.get_by_test_id("stDataFrame").first
+    table.scroll_into_view_if_needed()
+    page.mouse.move(0, 0)   # no tooltip over the screenshot
+    assert_no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-compare-table.png"))
+
+    page.get_by_test_id("stSidebarNav").get_by_text("Runs", exact=True).click()
+    page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+    wait_until_idle(page)
+    chooser = page.get_by_test_id("stMultiSelect").filter(has_text="Select runs to compare")
+    for _ in range(3):
+        chooser.locator("input").first.click()
+        page.get_by_role("option").first.click()
+        page.keyboard.press("Escape")
+        wait_until_idle(page)
+    page.mouse.move(0, 0)   # no tooltip over the screenshot
+    overlay = page.locator("[data-testid='stPlotlyChart']", has_text="Test accuracy").first
+    overlay.wait_for(timeout=60_000)
+    overlay.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 350)   # the legends under the charts in view too
+    wait_until_idle(page)
+    assert "collapsed" in page.locator("[data-testid='stPlotlyChart']").nth(1).inner_text()
+    assert_no_traceback(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-runs-overlay.png"))
+    assert not page_errors, page_errors
