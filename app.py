@@ -12,7 +12,7 @@ from dashboard.errors import error_boundary
 from dashboard.navigation import PAGES
 
 state.limit_cpu_threads()
-st.set_page_config(page_title="Pruning at initialization", page_icon=":material/content_cut:", layout="wide",
+st.set_page_config(page_title="Pruning at initialization", page_icon="✂️", layout="wide",
                    initial_sidebar_state="expanded")
 
 page = st.navigation([

@@ -320,7 +320,7 @@ def _runs(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(_clean(runs.to_dict(orient="records")))
         elif runs.empty:
-            print("no runs yet: try 'python -m pruning_core train'")
+            print("no runs yet: try 'pruning-core train' (or 'python -m pruning_core train')")
         else:
             from pruning_core.presentation.units import run_variant
 
