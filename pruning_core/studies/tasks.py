@@ -23,6 +23,7 @@ import torch
 
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import load_dataset
+from pruning_core.engine.methods import METHODS
 from pruning_core.engine.prune import Cancelled
 from pruning_core.infra import runner
 from pruning_core.presentation.units import sparsity_from_log
@@ -132,9 +133,10 @@ def collapse_study(dataset: str, model: str, seed: int, methods: Sequence[str], 
     init_flow = layer_synaptic_flow(fresh(), data.input_shape)
     flows.append(init_flow.assign(stage="at initialization", log_compression=0.0))
     for method in methods:
-        report(f"critical compression of {method}")
+        label = METHODS[method].label
+        report(f"critical compression of {label}")
         result = critical_compression(fresh, method, data, seed=seed, input_shape=data.input_shape,
-                                      progress=lambda *_: report(f"critical compression of {method}"))
+                                      progress=lambda *_: report(f"critical compression of {label}"))
         # The bisection's first probe is its upper limit (one weight left in the whole network).
         limit = result.evaluations[0]["log_compression"] if result.evaluations else result.log_compression
         critical.append({"method": method, "log_compression": result.log_compression, "max_log_compression": limit})
