@@ -88,6 +88,8 @@ def _names(names: Sequence[str]) -> str:
 
 # ---- a run's metric rows ----------------------------------------------------------------------------
 SEARCH_PHASE = "search"   # runner.SEARCH_PHASE: metric rows of a mask search's rounds (IMP, GemMiner)
+MASK_PHASE = "mask_update"   # runner.MASK_PHASE: metric rows of dynamic sparse training's mask updates (SET, RigL)
+MASK_UPDATE_COLUMNS = ["step", "layer", "kept", "total", "dropped", "moved", "drop_fraction"]
 
 
 def split_metrics(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -99,6 +101,15 @@ def split_metrics(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     search = metrics["phase"].eq(SEARCH_PHASE) if "phase" in metrics else pd.Series(False, index=metrics.index)
     training = metrics[~search & metrics["epoch"].notna()] if "epoch" in metrics else metrics[~search]
     return training, metrics[search]
+
+
+def mask_updates(metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """The mask updates of a SET / RigL run from its metric rows: one row per update and layer (step, layer, kept,
+    total, dropped, moved, drop_fraction), in step order; empty for a static run."""
+    if metrics is None or metrics.empty or "phase" not in metrics:
+        return pd.DataFrame(columns=MASK_UPDATE_COLUMNS)
+    rows = metrics[metrics["phase"].eq(MASK_PHASE)]
+    return rows.reindex(columns=MASK_UPDATE_COLUMNS).sort_values("step", kind="stable").reset_index(drop=True)
 
 
 # ---- accuracy vs compression --------------------------------------------------------------------------
