@@ -259,3 +259,29 @@ def test_a_dynamic_run_records_its_mask_updates_and_keeps_its_final_mask(tmp_pat
         # A static run records no mask rows.
         static = execute(config.replace(sparse_training="static"), store, device="cpu")
         assert mask_updates(store.metrics(static.run_id)).empty
+
+
+def test_a_run_too_short_for_any_update_says_so(digits):
+    net, _ = pruned(digits, "conv", width=8)
+    result = pc.train(net, None, digits, 1, device="cpu", sparse_training="rigl").run()   # 11 steps, ΔT = 100
+    assert result.mask_updates.empty
+    assert any("RigL never updates the mask" in w and "update_every lower" in w for w in result.warnings)
+
+
+def test_set_and_rigl_in_the_gradient_flow_study_start_from_the_sparse_network(digits):
+    from pruning_core.studies.gradient_flow import study_update_every
+
+    table = pc.gradient_flow("mlp", digits, 0.9, "random_erk", ("sparse", "set", "rigl"), epochs=2, holdout=128,
+                             batch_size=64)
+    first = table[table["step"] == 0].set_index("variant")
+    # Same initial network, same mask: the same gradient at initialisation...
+    assert first.loc["set", "grad_norm"] == first.loc["sparse", "grad_norm"] == first.loc["rigl", "grad_norm"]
+    assert (table.groupby("variant")["density"].nunique() == 1).all()
+    # ...and then the masks move, so the measurements part.
+    last = table.groupby("variant")["grad_norm"].last()
+    assert last["set"] != last["sparse"] and last["rigl"] != last["sparse"]
+    # Left to the study, ΔT gives a short run at least ten updates before T_end = 75% of training.
+    assert study_update_every(36) == 2 and study_update_every(10_000) == 100
+    assert len(range(study_update_every(36), int(0.75 * 36), study_update_every(36))) >= 10
+    with pytest.raises(ValueError, match="unknown dst_options delta_t"):
+        pc.gradient_flow("mlp", digits, 0.9, variants=("set",), epochs=0, dst_options={"delta_t": 3})

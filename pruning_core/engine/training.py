@@ -205,6 +205,11 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
     # Before masked_pairs: the updater gives the model mask buffers of its own, which it then rewrites in place.
     updater = (MaskUpdater(model, opt, dynamic, total_steps, seed, settings.label_smoothing)
                if dynamic.dynamic else None)
+    if updater is not None and not dynamic.update_steps(total_steps) and total_steps > 0:
+        warnings.append(f"{dynamic.mode.upper() if dynamic.mode == 'set' else 'RigL'} never updates the mask: the "
+                        f"mask is frozen after step {updater.stop_step} of {total_steps}, before the first update "
+                        f"at step {dynamic.update_every}. Set update_every lower (a {data.name} epoch has "
+                        f"{steps_per_epoch} steps) or train longer.")
     masked = masked_pairs(model)
     history: list[dict[str, Any]] = []
     images_seen, train_time = 0, 0.0
