@@ -54,10 +54,10 @@ def option(default: Any, help: str, choices: Sequence[str] | Callable[[], Sequen
            option_name: str | None = None) -> Any:
     """A config field with its help text and allowed values (`below` / `above`: exclusive maximum / minimum).
 
-    `group=TRAINING` marks a training setting, `group=DYNAMIC` one of dynamic sparse training. `method` marks an option of one method (IMP, GemMiner): it is
-    handed to that method as pc.prune's option `option_name` (default: the field's name), is ignored (and
-    left out of the key) for every other method, and must stay None by default so that adding such a field
-    leaves every existing result's key unchanged."""
+    `group=TRAINING` marks a training setting, `group=DYNAMIC` one of dynamic sparse training. `method` marks
+    an option of one method (IMP, GemMiner): it is handed to that method as pc.prune's option `option_name`
+    (default: the field's name), is ignored (and left out of the key) for every other method, and must stay
+    None by default so that adding such a field leaves every existing result's key unchanged."""
     if method is not None and default is not None:
         raise ValueError("a method option's default must be None (the method's own default applies)")
     return dataclasses.field(default=default, metadata={

@@ -261,7 +261,8 @@ def test_mask_changes_chart_stacks_the_moved_weights_per_layer_and_draws_the_sha
         {"step": 10, "layer": "conv1.weight", "kept": 40, "total": 288, "dropped": 12, "moved": 10,
          "drop_fraction": 0.3},
         {"step": 10, "layer": "fc.weight", "kept": 60, "total": 1280, "dropped": 18, "moved": 15, "drop_fraction": 0.3},
-        {"step": 20, "layer": "conv1.weight", "kept": 40, "total": 288, "dropped": 6, "moved": 5, "drop_fraction": 0.15},
+        {"step": 20, "layer": "conv1.weight", "kept": 40, "total": 288, "dropped": 6, "moved": 5,
+         "drop_fraction": 0.15},
         {"step": 20, "layer": "fc.weight", "kept": 60, "total": 1280, "dropped": 9, "moved": 0, "drop_fraction": 0.15},
     ])
     fig = charts.mask_changes_chart(updates)

@@ -173,7 +173,8 @@ def train(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, dat
     check_mask_callback(on_mask_update)
     if dynamic.dynamic and not attached_masks(model):
         raise ValueError(f"sparse_training {dynamic.mode!r} needs a pruned model: prune it first, e.g. "
-                         "pc.prune(model, 'random_erk', 0.9) (RigL's Erdős–Rényi-Kernel layer densities), or pass masks")
+                         "pc.prune(model, 'random_erk', 0.9) (RigL's Erdős–Rényi-Kernel layer densities), or pass "
+                         "masks")
     run = TrainingRun(iter(()))
     run._events = _train_events(run, model, data.to(target), settings, seed, target, steps_per_event,
                                 should_stop, augment, dynamic, on_mask_update)
