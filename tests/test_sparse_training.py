@@ -285,3 +285,15 @@ def test_set_and_rigl_in_the_gradient_flow_study_start_from_the_sparse_network(d
     assert len(range(study_update_every(36), int(0.75 * 36), study_update_every(36))) >= 10
     with pytest.raises(ValueError, match="unknown dst_options delta_t"):
         pc.gradient_flow("mlp", digits, 0.9, variants=("set",), epochs=0, dst_options={"delta_t": 3})
+
+
+def test_a_sweep_trains_its_pruned_cells_dynamically_and_its_dense_baseline_as_always():
+    from pruning_core.studies.sweep import sweep_cells
+
+    cells = sweep_cells("conv", "digits", ["random_erk", "snip"], [0.9], [0], 2, sparse_training="rigl",
+                        update_every=3)
+    static = sweep_cells("conv", "digits", ["random_erk", "snip"], [0.9], [0], 2)
+    assert [c.sparse_training for c in cells] == ["static", "rigl", "rigl"]
+    assert cells[0].key() == static[0].key()                              # one dense baseline for both sweeps
+    assert all(a.key() != b.key() for a, b in zip(cells[1:], static[1:]))
+    assert all(c.update_every == 3 for c in cells[1:]) and cells[0].update_every is None
