@@ -1,7 +1,8 @@
 """Gradient flow (Evci et al. 2022, "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win"):
 the norm of the gradient at initialisation and along training for a dense network, a sparse one with the
-standard initialisation, the same sparse one with the sparsity-aware initialisation, and a lottery ticket
-from IMP, side by side with the accuracy they reach.
+standard initialisation, the same sparse one with the sparsity-aware initialisation, a lottery ticket from IMP,
+and the sparse one trained with a moving mask (SET, RigL), side by side with the accuracy they reach; then how
+close the lottery ticket ends to the dense solution it was pruned from (pc.lottery_relearning).
 
 `pc.gradient_flow` trains every variant, so it runs on the server's study pool (pruning_core.studies.tasks),
 keyed by its parameters: a rerun, another viewer or a return to the page re-attaches to the same computation.
@@ -84,8 +85,9 @@ def measure(values: dict, key: tuple) -> None:
     state.study_pool().submit(key, lambda task: tasks.gradient_flow_study(**params, task=task))
 
 
-def panel(key: tuple, dataset: str) -> None:
-    """The measurement's progress (polled while it runs) and, once finished, its results."""
+def panel(key: tuple, dataset: str, show=None) -> None:
+    """The measurement's progress (polled while it runs) and, once finished, its results (`show(result)`;
+    default: the gradient-flow results)."""
     task = state.study_pool().get(key)
     running = task is not None and not task.future.done()
 
@@ -95,16 +97,47 @@ def panel(key: tuple, dataset: str) -> None:
             if current is None:
                 st.warning("The measurement was cancelled.", icon=":material/cancel:")
             elif not current.future.done():
-                panels.task_status(current, "gf-task", lambda: state.study_pool().cancel(key), what="Measuring")
+                panels.task_status(current, "gf-task" if key[0] == "gradient_flow" else f"{key[0]}-task",
+                                   lambda: state.study_pool().cancel(key), what="Measuring")
                 return
             elif current.future.exception() is not None:
                 errors.show_error(current.future.exception())
         if running:
             st.rerun()  # finished (or cancelled): draw the results in the page itself, and stop polling
 
-    st.fragment(status, run_every=panels.POLL_S if running else None, key="gf-live")()
+    st.fragment(status, run_every=panels.POLL_S if running else None,
+                key="gf-live" if key[0] == "gradient_flow" else f"{key[0]}-live")()
     if task is not None and task.future.done() and not task.future.cancelled() and task.future.exception() is None:
-        show_results(task.future.result(), dataset)
+        (show or (lambda result: show_results(result, dataset)))(task.future.result())
+
+
+def show_relearning(table: pd.DataFrame) -> None:
+    st.markdown(findings.relearning_findings(table))
+    st.dataframe(table.drop(columns=["variant"]), hide_index=True, width="stretch", column_config={
+        "label": "network", "density": st.column_config.NumberColumn("kept", format="percent"),
+        "init_distance": st.column_config.NumberColumn("L2 distance at init", format="%.3g"),
+        "distance": st.column_config.NumberColumn("L2 distance trained", format="%.3g"),
+        "relative_distance": st.column_config.NumberColumn("relative to the solution's norm", format="%.2f"),
+        "disagreement": st.column_config.NumberColumn("test predictions that differ", format="percent"),
+        "test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent")})
+    st.caption("Distances are over the kept weights, from the trained dense network whose largest weights make the "
+               "ticket's mask (one-shot IMP, rewound to the initial weights). The other two networks train the same "
+               "mask from a fresh initialisation.")
+
+
+def relearning_section(values: dict) -> None:
+    st.subheader("Does the lottery ticket relearn its pruning solution?", anchor=False)
+    key = ("relearning", values["dataset"], values["model"], values["sparsity"], values["epochs"], values["seed"])
+    task = state.study_pool().get(key)
+    failed = task is not None and task.future.done() and (task.future.cancelled() or task.future.exception())
+    if task is None or failed:
+        params = {k: values[k] for k in ("dataset", "model", "sparsity", "epochs", "seed")}
+        st.button("Measure the distance to the pruning solution", icon=":material/straighten:", key="rl-run",
+                  on_click=lambda: state.study_pool().submit(key, lambda t: tasks.relearning_study(**params, task=t)),
+                  help="Train the dense network, prune it to a lottery ticket (one-shot IMP), and train the ticket "
+                       "and the same mask from two fresh initialisations: five trainings of this length.")
+    if task is not None:
+        panel(key, values["dataset"], show=show_relearning)
 
 
 navigation.page_header("Gradient flow", "Why sparse networks train badly from a standard initialisation, and how a "
@@ -139,6 +172,7 @@ with errors.error_boundary():
                        + f", on the {state.device_label()}.")
     if task is not None:
         panel(key, values["dataset"])
+    relearning_section(values)
     with st.expander("What is measured, and why it matters", icon=":material/menu_book:"):
         st.markdown(
             "**Gradient flow** is how strongly the loss's gradient reaches the weights: its norm, restricted to the "
@@ -149,6 +183,7 @@ with errors.error_boundary():
             "divided by the unit's *kept* fan-in, which restores the scale. **Lottery tickets** (IMP with "
             "rewinding) train well from the same standard initialisation, yet Evci et al. found their gradient "
             "flow no better than a random mask's: tickets win because they relearn the solution of the dense "
-            "network they were pruned from.")
+            "network they were pruned from. **Dynamic sparse training** (SET, RigL) moves the mask while training: "
+            "Evci et al. found it improves the gradient flow over a fixed mask.")
         st.caption("Paper: Evci, Ioannou, Keskin & Dauphin 2022, 'Gradient Flow in Sparse Neural Networks and How "
                    "Lottery Tickets Win' (AAAI).")

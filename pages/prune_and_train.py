@@ -18,13 +18,14 @@ from pruning_core.config import DENSE, RunConfig, field_label, help_text
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra.store import UnknownRunError
-from pruning_core.presentation import findings, units
+from pruning_core.presentation import charts, findings, units
 from pruning_core.studies.presets import PRESETS
 
 PRESET_NAMES = ("quick_demo", "magnitude_collapse", "synflow_vs_snip")
 PRESET_ICONS = {"quick_demo": ":material/bolt:", "magnitude_collapse": ":material/layers_clear:",
                 "synflow_vs_snip": ":material/compare_arrows:"}
-FIELDS = ("dataset", "model", "method", "schedule", "iterations", "scope", "seed", "epochs")
+FIELDS = ("dataset", "model", "method", "schedule", "iterations", "scope", "seed", "epochs", "sparse_training",
+          "update_every")
 COMPARE_MAX = 3
 STARTED = "started_runs"   # session key: the training runs this session started (not reused)
 
@@ -96,9 +97,24 @@ def config_form(defaults: dict) -> tuple[RunConfig, list[str]]:
             help="Prune the same initial weights with these methods too and draw their layer densities beside "
                  "the chosen method's.")
         state.save_widget_values("compare")
+        dynamic = st.columns([1, 1, 2.6], gap="medium", vertical_alignment="bottom")
+        widgets.field_input("sparse_training", default=defaults["sparse_training"], container=dynamic[0],
+                       on_change=_erk_for_dynamic)
+        widgets.field_input("update_every", default=defaults["update_every"], container=dynamic[1], placeholder="100",
+                       disabled=st.session_state.get("sparse_training") == "static")
+        if st.session_state.get("sparse_training") != "static":
+            dynamic[2].caption("The mask changes while training: the smallest weights of each layer are dropped and "
+                               "as many regrown (SET: at random; RigL: where the gradient is largest), 30% at first, "
+                               "fewer and fewer until 75% of training. A digits epoch is about 11 steps.")
     values = {f: st.session_state[f] for f in FIELDS}
     config = RunConfig(sparsity=sparsity, **values)
     return config, list(compare)
+
+
+def _erk_for_dynamic() -> None:
+    """on_change of the sparse-training choice: SET and RigL start from RigL's Erdős–Rényi-Kernel random mask."""
+    if st.session_state.get("sparse_training") != "static":
+        st.session_state["method"] = "random_erk"
 
 
 def prune_result(config: RunConfig) -> tuple | None:
@@ -215,6 +231,13 @@ def training_section(config: RunConfig) -> int | None:
     def draw(rec: dict, metrics: pd.DataFrame | None) -> None:
         views.run_summary(rec)
         views.training_curves(rec, metrics, "train")
+        updates = findings.mask_updates(metrics) if metrics is not None else None
+        if updates is not None and not updates.empty:
+            st.markdown("**Mask changes over training**")
+            st.plotly_chart(charts.mask_changes_chart(updates, uirevision="train-mask"), width="stretch",
+                            key="train-mask", config={"displaylogo": False})
+            st.caption("Weights moved to new positions at each mask update, per layer; every layer keeps its number "
+                       "of weights. The stored mask (Runs page: download masks) is the one training ended with.")
 
     panels.live_panel(run_id, key="train", draw=draw)
     return run_id

@@ -23,6 +23,7 @@ from pruning_core.registry import UnknownNameError
 from pruning_core.studies.analysis import CriticalCompression, critical_compression, layer_synaptic_flow
 from pruning_core.studies.gradient_flow import gradient_flow, gradient_norm, sparse_init
 from pruning_core.studies.lottery import method_cost
+from pruning_core.studies.relearning import lottery_relearning
 from pruning_core.studies.sanity import explain_sanity, sanity_checks
 from pruning_core.studies.sweep import SweepRun, sweep
 
@@ -33,5 +34,5 @@ __all__ = [
     "RunConfig", "help_text", "critical_compression", "CriticalCompression", "layer_synaptic_flow",
     "layer_table", "effective_masks", "attach_masks", "attached_masks", "detach_masks", "enforce_masks",
     "prunable_weights", "UnknownNameError", "gradient_flow", "gradient_norm", "method_cost", "sanity_checks",
-    "explain_sanity",
+    "explain_sanity", "lottery_relearning",
 ]

@@ -25,8 +25,10 @@ from pruning_core.engine.arguments import SEED_MAX
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
+from pruning_core.engine.sparse_training import (DEFAULT_DROP_FRACTION, DEFAULT_UPDATE_EVERY, DEFAULT_UPDATE_UNTIL,
+                                                 STATIC)
 from pruning_core.engine.vocabulary import (DENSE, GEMMINER_INITS, LR_SCHEDULES, OPTIMIZERS, SANITY_CHECKS,
-                                           SCHEDULES, SCOPES)
+                                           SCHEDULES, SCOPES, SPARSE_TRAINING)
 from pruning_core.registry import Registry
 
 # Bump when a change to the code makes old results with the same fields different,
@@ -43,6 +45,9 @@ def _registry_names(registry: Registry, extra: Sequence[str] = ()) -> Callable[[
 
 
 TRAINING = "training"   # group of the fields that are training settings (pc.train's keyword arguments)
+# Group of the fields of dynamic sparse training (pc.train's sparse_training and its knobs): not training settings
+# (IMP and GemMiner do not search with them), and left out of the key while static, so old keys stay valid.
+DYNAMIC = "sparse_training"
 
 
 def option(default: Any, help: str, choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
@@ -51,10 +56,10 @@ def option(default: Any, help: str, choices: Sequence[str] | Callable[[], Sequen
            option_name: str | None = None) -> Any:
     """A config field with its help text and allowed values (`below` / `above`: exclusive maximum / minimum).
 
-    `group=TRAINING` marks a training setting. `method` marks an option of one method (IMP, GemMiner): it is
-    handed to that method as pc.prune's option `option_name` (default: the field's name), is ignored (and
-    left out of the key) for every other method, and must stay None by default so that adding such a field
-    leaves every existing result's key unchanged."""
+    `group=TRAINING` marks a training setting, `group=DYNAMIC` one of dynamic sparse training. `method` marks
+    an option of one method (IMP, GemMiner): it is handed to that method as pc.prune's option `option_name`
+    (default: the field's name), is ignored (and left out of the key) for every other method, and must stay
+    None by default so that adding such a field leaves every existing result's key unchanged."""
     if method is not None and default is not None:
         raise ValueError("a method option's default must be None (the method's own default applies)")
     return dataclasses.field(default=default, metadata={
@@ -105,6 +110,22 @@ class RunConfig:
     label_smoothing: float | None = option(None, "Label smoothing of the cross-entropy loss. Empty uses the "
                                            "dataset's default.", minimum=0.0, below=1.0, label="Label smoothing",
                                            group=TRAINING)
+    sparse_training: str = option(STATIC, "How the mask evolves while training: 'static' keeps the pruned mask; "
+                                  "'set' (Mocanu et al. 2018) and 'rigl' (Evci et al. 2020) drop each layer's "
+                                  "smallest weights every few steps and regrow as many (SET at random, RigL where "
+                                  "the dense gradient is largest), each layer keeping its number of weights. RigL "
+                                  "starts from 'random_erk' (Erdős–Rényi-Kernel layer densities).",
+                                  choices=SPARSE_TRAINING, label="Sparse training", group=DYNAMIC)
+    update_every: int | None = option(None, f"SET / RigL: training steps between mask updates (ΔT). Empty: "
+                                      f"{DEFAULT_UPDATE_EVERY}, RigL's (a digits epoch is about 11 steps).",
+                                      minimum=1, label="Mask update every (steps)", group=DYNAMIC)
+    drop_fraction: float | None = option(None, "SET / RigL: fraction α of each layer's kept weights moved at the "
+                                         "first update; it decays as α/2·(1 + cos(π t / T_end)) to zero at T_end. "
+                                         f"Empty: {DEFAULT_DROP_FRACTION}.", above=0.0, maximum=1.0,
+                                         label="Drop fraction α", group=DYNAMIC)
+    update_until: float | None = option(None, "SET / RigL: fraction of training (T_end) after which the mask stays "
+                                        f"fixed. Empty: {DEFAULT_UPDATE_UNTIL}.", above=0.0, maximum=1.0,
+                                        label="Update until (fraction of training)", group=DYNAMIC)
     prune_batches: int | None = option(None, "Batches of training data that data-driven methods (SNIP, GraSP, "
                                        "FORCE) score on. Empty uses the method's default.", minimum=1,
                                        label="Scoring batches")
@@ -151,9 +172,12 @@ class RunConfig:
         if self.sparsity == 0 or self.method == DENSE:
             return dataclasses.replace(self, method=DENSE, sparsity=0.0, schedule="exponential", iterations=None,
                                        scope="global", sanity="none", sparse_init=False, prune_batches=None,
-                                       **{f.name: None for f in METHOD_OPTION_FIELDS})
-        foreign = {f.name: None for f in METHOD_OPTION_FIELDS if f.metadata["method"] != self.method}
-        return dataclasses.replace(self, **foreign) if any(getattr(self, n) is not None for n in foreign) else self
+                                       sparse_training=STATIC, **{f.name: None for f in METHOD_OPTION_FIELDS},
+                                       **{name: None for name in DYNAMIC_OPTIONS})
+        unused = {f.name: None for f in METHOD_OPTION_FIELDS if f.metadata["method"] != self.method}
+        if self.sparse_training == STATIC:   # a static mask has no updates to tune
+            unused.update(dict.fromkeys(DYNAMIC_OPTIONS))
+        return dataclasses.replace(self, **unused) if any(getattr(self, n) is not None for n in unused) else self
 
     @property
     def is_dense(self) -> bool:
@@ -165,6 +189,11 @@ class RunConfig:
         for f in METHOD_OPTION_FIELDS:   # unset method options are not part of the key: old keys stay valid
             if fields[f.name] is None:
                 del fields[f.name]
+        if fields["sparse_training"] == STATIC:   # nor is static training, or an unset knob of SET / RigL
+            del fields["sparse_training"]
+        for name in DYNAMIC_OPTIONS:
+            if fields[name] is None:
+                del fields[name]
         canonical = json.dumps({"version": CONFIG_VERSION, **fields}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -295,11 +324,22 @@ def field_label(name: str) -> str:
 METHOD_OPTION_FIELDS = tuple(f for f in dataclasses.fields(RunConfig) if f.metadata["method"] is not None)
 # The training settings, in field order: pc.train's keyword arguments, and what IMP and GemMiner train with.
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["group"] == TRAINING)
+# Dynamic sparse training: the mode and its knobs (pc.train's keyword arguments of the same names).
+DYNAMIC_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["group"] == DYNAMIC)
+DYNAMIC_OPTIONS = tuple(name for name in DYNAMIC_FIELDS if name != "sparse_training")
 
 
 def training_settings(config: RunConfig) -> dict[str, Any]:
     """The configuration's training settings that are set (unset ones take the dataset's defaults)."""
     return {name: getattr(config, name) for name in TRAINING_FIELDS if getattr(config, name) is not None}
+
+
+def sparse_training_settings(config: RunConfig) -> dict[str, Any]:
+    """pc.train's dynamic-sparse-training arguments of the configuration (empty for a static run)."""
+    config = config.canonical()
+    if config.sparse_training == STATIC:
+        return {}
+    return {name: getattr(config, name) for name in DYNAMIC_FIELDS if getattr(config, name) is not None}
 
 
 def method_options(config: RunConfig) -> dict[str, Any]:

@@ -343,3 +343,20 @@ def test_loss_axis_of_a_collapsed_network_is_not_zoomed_into_noise():
                                                    "test_accuracy": 0.99}]))
     assert list(small.layout.yaxis.range) == [0, charts.MIN_LOSS_SPAN]   # at least 0.5 wide
     assert charts.loss_range([1.0, float("nan"), 2.0]) == pytest.approx([0, 2.16])
+
+def test_mask_changes_chart_stacks_the_moved_weights_per_layer_and_draws_the_share_moved():
+    updates = pd.DataFrame([
+        {"step": 10, "layer": "conv1.weight", "kept": 40, "total": 288, "dropped": 12, "moved": 10,
+         "drop_fraction": 0.3},
+        {"step": 10, "layer": "fc.weight", "kept": 60, "total": 1280, "dropped": 18, "moved": 15, "drop_fraction": 0.3},
+        {"step": 20, "layer": "conv1.weight", "kept": 40, "total": 288, "dropped": 6, "moved": 5,
+         "drop_fraction": 0.15},
+        {"step": 20, "layer": "fc.weight", "kept": 60, "total": 1280, "dropped": 9, "moved": 0, "drop_fraction": 0.15},
+    ])
+    fig = charts.mask_changes_chart(updates)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.name for b in bars] == ["conv1", "fc"]
+    assert list(bars[0].y) == [10, 5] and list(bars[1].y) == [15, 0] and list(bars[0].x) == [10, 20]
+    share = next(t for t in fig.data if t.type == "scatter")
+    assert list(share.y) == pytest.approx([25 / 100, 5 / 100])
+    assert fig.layout.barmode == "stack" and bars[0].marker.color != bars[1].marker.color

@@ -14,6 +14,8 @@ import pruning_core as pc
 from pruning_core.config import (
     CONFIG_VERSION,
     DENSE,
+    DYNAMIC_FIELDS,
+    DYNAMIC_OPTIONS,
     TRAINING_FIELDS,
     RunConfig,
     config_field,
@@ -21,6 +23,7 @@ from pruning_core.config import (
     help_text,
     method_options,
     option_fields,
+    sparse_training_settings,
     training_settings,
 )
 from pruning_core.engine.settings import TRAIN_DEFAULT_KEYS, TrainSettings
@@ -45,6 +48,10 @@ CHANGED = {
     "lr_schedule": "cosine",
     "weight_decay": 1e-4,
     "label_smoothing": 0.1,
+    "sparse_training": "rigl",
+    "update_every": 10,
+    "drop_fraction": 0.5,
+    "update_until": 0.5,
     "prune_batches": 2,
     "prune_fraction": 0.3,
     "rewind_step": 20,
@@ -87,6 +94,8 @@ def test_key_does_not_depend_on_int_or_float_spelling_of_a_number():
 def test_key_changes_when_any_field_changes(name):
     method = config_field(name).metadata["method"]   # a method's option changes the key of that method's runs
     base = RunConfig(method=method) if method else RunConfig()
+    if name in DYNAMIC_OPTIONS:                       # SET / RigL's knobs change the key of SET / RigL runs
+        base = base.replace(sparse_training="set")
     changed = base.replace(**{name: CHANGED[name]})
     assert changed.key() != base.key()
 
@@ -115,11 +124,41 @@ def test_unset_method_options_leave_the_key_as_it_was_before_they_existed():
     # The key is the hash of the fields without the (unset) method options, as it was before they were added.
     config = RunConfig(method="imp", sparsity=0.8, seed=2)
     values = config._typed_values()
-    for name in option_fields("imp") + option_fields("gemminer"):
+    for name in option_fields("imp") + option_fields("gemminer") + list(DYNAMIC_FIELDS):
         del values[name]
     expected = hashlib.sha256(json.dumps({"version": CONFIG_VERSION, **values}, sort_keys=True,
                                          separators=(",", ":")).encode()).hexdigest()[:16]
     assert config.key() == expected
+
+
+def test_static_training_keeps_the_key_it_had_before_dynamic_sparse_training_existed():
+    # The key of a static run is the hash of the fields without the four sparse-training fields, as before.
+    for config in (RunConfig(), RunConfig(method="snip", sparsity=0.9, lr=0.1), RunConfig(sparse_training="static")):
+        values = config._typed_values()
+        for name in option_fields("imp") + option_fields("gemminer") + list(DYNAMIC_FIELDS):
+            del values[name]
+        expected = hashlib.sha256(json.dumps({"version": CONFIG_VERSION, **values}, sort_keys=True,
+                                             separators=(",", ":")).encode()).hexdigest()[:16]
+        assert config.key() == expected
+    # A knob of SET / RigL on a static run changes nothing, so it makes no second result; nor does a dense run.
+    assert RunConfig(update_every=5, drop_fraction=0.1).key() == RunConfig().key()
+    assert RunConfig(update_every=5).canonical().update_every is None
+    assert RunConfig(sparsity=0, sparse_training="rigl").key() == RunConfig(method=DENSE, sparsity=0).key()
+    assert RunConfig(sparse_training="set").key() != RunConfig(sparse_training="rigl").key()
+    assert RunConfig(sparse_training="rigl", update_every=100).key() != RunConfig(sparse_training="rigl").key()
+
+
+def test_sparse_training_fields_reach_pc_train_only_when_dynamic():
+    train_keywords = set(inspect.signature(pc.train).parameters)
+    assert set(DYNAMIC_FIELDS) <= train_keywords
+    assert not set(DYNAMIC_FIELDS) & set(TRAINING_FIELDS)
+    assert sparse_training_settings(RunConfig(update_every=5)) == {}
+    assert sparse_training_settings(RunConfig(sparse_training="rigl", update_every=5)) == {
+        "sparse_training": "rigl", "update_every": 5}
+    with pytest.raises(ValueError, match="drop_fraction must be <= 1"):
+        RunConfig(sparse_training="set", drop_fraction=1.5).validate()
+    with pytest.raises(ValueError, match="unknown sparse_training 'deep_r'"):
+        RunConfig(sparse_training="deep_r").validate()
 
 
 def test_method_options_reach_the_method_under_its_option_names():

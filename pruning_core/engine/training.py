@@ -29,6 +29,7 @@ from pruning_core.engine.masks import MASK_BUFFER, attach_masks, attached_masks,
 from pruning_core.engine.data import DATASETS, Dataset, load_dataset
 from pruning_core.engine.arguments import check_seed, default_device, device_name, resolve_device  # noqa: F401
 from pruning_core.engine.settings import TrainSettings
+from pruning_core.engine.sparse_training import MaskUpdater, SparseTrainingSettings, check_mask_callback
 
 EVAL_BATCH = 1024
 
@@ -65,12 +66,20 @@ class TrainResult:
     cancelled: bool
     device: str
     warnings: list[str] = field(default_factory=list)
+    sparse_training: SparseTrainingSettings = field(default_factory=SparseTrainingSettings)
+    mask_updates: pd.DataFrame | None = None   # SET / RigL: one row per update and layer (MASK_UPDATE_COLUMNS)
 
     def summary(self) -> dict[str, Any]:
-        return {"final_test_accuracy": self.final_test_accuracy, "final_test_loss": self.final_test_loss,
-                "best_test_accuracy": self.best_test_accuracy, "images_per_s": self.images_per_s,
-                "train_s": self.elapsed_s, "cancelled": self.cancelled, "device": self.device,
-                "warnings": list(self.warnings), "settings": asdict(self.settings)}
+        summary = {"final_test_accuracy": self.final_test_accuracy, "final_test_loss": self.final_test_loss,
+                   "best_test_accuracy": self.best_test_accuracy, "images_per_s": self.images_per_s,
+                   "train_s": self.elapsed_s, "cancelled": self.cancelled, "device": self.device,
+                   "warnings": list(self.warnings), "settings": asdict(self.settings)}
+        if self.sparse_training.dynamic:   # a static run's summary stays as it always was
+            updates = self.mask_updates if self.mask_updates is not None else pd.DataFrame(columns=["step", "moved"])
+            summary.update({"sparse_training": asdict(self.sparse_training),
+                            "mask_updates": int(updates["step"].nunique()),
+                            "weights_moved": int(updates["moved"].sum())})
+        return summary
 
 
 def collapse_warnings(masks: Mapping[str, torch.Tensor], num_classes: int | None = None) -> list[str]:
@@ -108,10 +117,20 @@ def train(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, dat
           lr: float | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
           label_smoothing: float | None = None, seed: int = 0, device: str | torch.device | None = None,
           steps_per_event: int | None = None, should_stop: Callable[[], bool] | None = None,
-          augment: bool = True, data_root: str | None = None, download: bool = True) -> TrainingRun:
+          augment: bool = True, data_root: str | None = None, download: bool = True,
+          sparse_training: str = "static", update_every: int | None = None, drop_fraction: float | None = None,
+          update_until: float | None = None,
+          on_mask_update: Callable[[dict[str, Any]], None] | None = None) -> TrainingRun:
     """Train `model` on `dataset` (a name from pc.DATASETS or a loaded Dataset) for `epochs`, keeping the
     weights outside `masks` at exactly zero (masks=None keeps the masks already attached by `pc.prune`,
     or trains densely).
+
+    sparse_training 'set' or 'rigl' trains a pruned model with a mask that changes (engine.sparse_training):
+    every `update_every` steps (default 100) until `update_until` of training (0.75) each layer drops the
+    fraction drop_fraction/2·(1 + cos(π t / T_end)) (drop_fraction default 0.3) of its smallest kept weights and
+    regrows as many, at random (SET) or where the dense gradient is largest (RigL); every layer keeps exactly
+    its number of weights. `on_mask_update(record)` gets each update's record; the mask at the end stays
+    attached (`pc.attached_masks(model)`) and `result.mask_updates` lists the updates.
 
     Settings left as None take the dataset's defaults (SGD with Nesterov momentum and a one-cycle learning
     rate on the image datasets). `should_stop()` is checked every step; when it returns True the run ends
@@ -141,15 +160,22 @@ def train(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, dat
                          f"build it with num_classes={data.num_classes}")
     if steps_per_event is not None and steps_per_event < 1:
         raise ValueError(f"steps_per_event must be >= 1, got {steps_per_event}")
+    dynamic = SparseTrainingSettings.resolve(sparse_training, update_every, drop_fraction, update_until)
+    check_mask_callback(on_mask_update)
+    if dynamic.dynamic and not attached_masks(model):
+        raise ValueError(f"sparse_training {dynamic.mode!r} needs a pruned model: prune it first, e.g. "
+                         "pc.prune(model, 'random_erk', 0.9) (RigL's Erdős–Rényi-Kernel layer densities), or pass "
+                         "masks")
     run = TrainingRun(iter(()))
     run._events = _train_events(run, model, data.to(target), settings, seed, target, steps_per_event,
-                                should_stop, augment)
+                                should_stop, augment, dynamic, on_mask_update)
     return run
 
 
 def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: TrainSettings, seed: int,
                   device: torch.device, steps_per_event: int | None, should_stop: Callable[[], bool] | None,
-                  augment: bool) -> Iterator[TrainEvent]:
+                  augment: bool, dynamic: SparseTrainingSettings,
+                  on_mask_update: Callable[[dict[str, Any]], None] | None) -> Iterator[TrainEvent]:
     started = time.perf_counter()
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -161,7 +187,6 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     attached = attached_masks(model)
     warnings = collapse_warnings(attached, data.num_classes)
-    masked = masked_pairs(model)
 
     n_train = len(data.train_y)
     steps_per_epoch = max(1, n_train // settings.batch_size)   # drop_last: BatchNorm dislikes tiny batches
@@ -169,6 +194,15 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
     every = steps_per_event or max(1, steps_per_epoch // 10)
     opt = make_optimizer(model, settings)
     scheduler = make_scheduler(opt, settings, max(total_steps, 1))
+    # Before masked_pairs: the updater gives the model mask buffers of its own, which it then rewrites in place.
+    updater = (MaskUpdater(model, opt, dynamic, total_steps, seed, settings.label_smoothing)
+               if dynamic.dynamic else None)
+    if updater is not None and not dynamic.update_steps(total_steps) and total_steps > 0:
+        warnings.append(f"{dynamic.mode.upper() if dynamic.mode == 'set' else 'RigL'} never updates the mask: the "
+                        f"mask is frozen after step {updater.stop_step} of {total_steps}, before the first update "
+                        f"at step {dynamic.update_every}. Set update_every lower (a {data.name} epoch has "
+                        f"{steps_per_epoch} steps) or train longer.")
+    masked = masked_pairs(model)
     history: list[dict[str, Any]] = []
     images_seen, train_time = 0, 0.0
 
@@ -197,6 +231,10 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
             loss_count += 1
             step += 1
             images_seen += len(targets)
+            if updater is not None and updater.due(step):
+                record = updater.update(step, inputs, targets)
+                if on_mask_update is not None:
+                    on_mask_update(record)
             if step % every == 0 and step % steps_per_epoch != 0:
                 elapsed = time.perf_counter() - epoch_start
                 yield event("step", step, epoch + loss_count / steps_per_epoch,
@@ -220,7 +258,8 @@ def _train_events(run: TrainingRun, model: nn.Module, data: Dataset, settings: T
                              final_test_loss=test_loss, best_test_accuracy=best,
                              images_per_s=images_seen / train_time if train_time else 0.0,
                              elapsed_s=time.perf_counter() - started, cancelled=cancelled,
-                             device=device_name(device), warnings=warnings)
+                             device=device_name(device), warnings=warnings, sparse_training=dynamic,
+                             mask_updates=updater.table() if updater is not None else None)
     yield final
 
 

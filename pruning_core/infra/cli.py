@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from pruning_core.config import TRAINING_FIELDS, RunConfig
+from pruning_core.config import DYNAMIC_FIELDS, TRAINING_FIELDS, RunConfig
 
 EXIT_BAD_INPUT = 2
 
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a fresh model and print per-layer densities",
                        description="Prune a freshly initialised model and report per-layer densities, layer "
                                    "collapse and effective (connected) density.")
-    RunConfig.add_arguments(p, exclude=TRAINING_FIELDS)
+    RunConfig.add_arguments(p, exclude=(*TRAINING_FIELDS, *DYNAMIC_FIELDS))
     _add_common(p)
 
     p = sub.add_parser("train", help="prune, then train and evaluate",
@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_name_list, default=None,
                    help="comma-separated methods (default: all but imp and gemminer, which train)")
     p.add_argument("--tolerance", type=float, default=0.05, help="search precision in log10 units (default: 0.05)")
-    RunConfig.add_arguments(p, exclude=("method", "sparsity", "sanity", "sparse_init", *TRAINING_FIELDS))
+    RunConfig.add_arguments(p, exclude=("method", "sparsity", "sanity", "sparse_init", *TRAINING_FIELDS,
+                                        *DYNAMIC_FIELDS))
     _add_common(p, store=False)
 
     p = sub.add_parser("runs", help="list, show, delete or export stored runs",
@@ -217,6 +218,10 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     if summary.get("final_test_accuracy") is not None:
         print(f"final test accuracy {summary['final_test_accuracy']:.2%} (best {summary['best_test_accuracy']:.2%}) "
               f"in {summary.get('train_s', 0):.1f}s on {summary.get('device', '?')}")
+    if summary.get("mask_updates") is not None:
+        print(f"{config.sparse_training}: {summary['mask_updates']} mask updates moved {summary['weights_moved']:,} "
+              f"weights; every layer kept its count (final effective density "
+              f"{summary.get('final_effective_density', float('nan')):.4g})")
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}")
     if outcome.run_id is not None:

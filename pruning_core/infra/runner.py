@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruning_core.config import DENSE, RunConfig, method_options, training_settings
+from pruning_core.config import DENSE, RunConfig, method_options, sparse_training_settings, training_settings
 from pruning_core.engine import masks as mk
 from pruning_core.engine.data import Dataset, load_dataset
 from pruning_core.engine.layers import layer_table
@@ -30,6 +30,10 @@ ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
 # round's record are stored as search_<key>, as they name metric columns.
 SEARCH_PHASE = "search"
 SEARCH_CLASHES = ("step", "phase", *METRIC_COLUMNS)
+# Dynamic sparse training (SET, RigL) records each mask update as metrics rows with phase=MASK_PHASE, one per
+# layer: step, layer, kept, total, dropped, moved (weights now at positions they were not before) and
+# drop_fraction; the final mask replaces the initial one in the run's mask file and layer table.
+MASK_PHASE = "mask_update"
 
 
 @dataclass
@@ -141,7 +145,16 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                 store.add_timings(run_id, {"prune_s": prune_s})
         train_result = None
         if kind != "prune":
-            training = train(model, None, dataset, seed=config.seed, device=target, **training_settings(config))
+            dynamic = sparse_training_settings(config)
+
+            def mask_update(record: dict[str, Any]) -> None:
+                if store is not None:
+                    store.add_metrics(run_id, [{"step": record["step"], "phase": MASK_PHASE,
+                                                "drop_fraction": record["drop_fraction"], **layer}
+                                               for layer in record["layers"]])
+
+            training = train(model, None, dataset, seed=config.seed, device=target, **training_settings(config),
+                             **dynamic, on_mask_update=mask_update if dynamic else None)
             for event in training:
                 if store is not None and event.kind in ("eval", "step"):
                     store.add_metrics(run_id, [event.as_row()])
@@ -152,6 +165,14 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                        if event.kind != "done" else "finished", event.epoch, epochs)
             train_result = training.result
             summary.update(train_result.summary())
+            if dynamic and not train_result.cancelled:   # the mask moved: the final one is the run's mask
+                final = mk.attached_masks(model)
+                layers = layer_table(model, final, dataset.input_shape)
+                summary["final_effective_density"] = float(layers["effective_kept"].sum() / layers["total"].sum())
+                if store is not None:
+                    with store.transaction():
+                        store.save_masks(run_id, final)
+                        store.set_layers(run_id, layers)
         summary["warnings"] = sorted(set(summary.get("warnings", [])) | set(_collapse_note(result)))
         timings = {"prune_s": prune_s, "total_s": time.perf_counter() - started}
         if train_result is not None:

@@ -356,3 +356,34 @@ def conservation_chart(flows: pd.DataFrame | Mapping[str, pd.DataFrame]) -> go.F
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
                       margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white")
     return fig
+
+
+# ---- dynamic sparse training (SET, RigL) ---------------------------------------------------------------------
+def mask_changes_chart(updates: pd.DataFrame, uirevision: str = "mask-changes") -> go.Figure:
+    """How much of the mask moved at each update of a SET / RigL run: the weights moved to new positions per
+    layer, stacked, at every update step, and (right axis) the share of all kept weights that moved.
+
+    `updates` is `findings.mask_updates`' table: step, layer, kept, total, dropped, moved, drop_fraction."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    layers = list(dict.fromkeys(updates["layer"]))
+    for i, layer in enumerate(layers):
+        rows = updates[updates["layer"] == layer].sort_values("step")
+        name = str(layer).removesuffix(".weight")
+        fig.add_trace(go.Bar(x=list(rows["step"]), y=list(rows["moved"]), name=name,
+                             marker_color=PALETTE[i % len(PALETTE)], customdata=list(rows["kept"]),
+                             hovertemplate=f"<b>{name}</b><br>step %{{x}}<br>%{{y:,}} of %{{customdata:,}} kept "
+                                           "weights moved<extra></extra>"), secondary_y=False)
+    per_step = updates.groupby("step", sort=True).agg(moved=("moved", "sum"), kept=("kept", "sum"))
+    share = (per_step["moved"] / per_step["kept"].where(per_step["kept"] > 0)).fillna(0.0)
+    fig.add_trace(go.Scatter(x=list(per_step.index), y=list(share), mode="lines+markers", name="share of kept moved",
+                             line=dict(color=DENSE_COLOR, width=2), marker=dict(size=6),
+                             hovertemplate="step %{x}<br>%{y:.1%} of the kept weights moved<extra></extra>"),
+                  secondary_y=True)
+    fig.update_xaxes(title_text="training step", gridcolor="#E6E9EF", zeroline=False)
+    fig.update_yaxes(title_text="weights moved", gridcolor="#E6E9EF", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="share of kept weights", tickformat=".0%", rangemode="tozero", showgrid=False,
+                     secondary_y=True)
+    fig.update_layout(barmode="stack", height=300, margin=dict(l=10, r=10, t=20, b=10), font=FONT,
+                      uirevision=uirevision, legend=dict(orientation="h", yanchor="top", y=-0.25, x=0),
+                      plot_bgcolor="white")
+    return fig

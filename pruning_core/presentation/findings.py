@@ -88,6 +88,8 @@ def _names(names: Sequence[str]) -> str:
 
 # ---- a run's metric rows ----------------------------------------------------------------------------
 SEARCH_PHASE = "search"   # runner.SEARCH_PHASE: metric rows of a mask search's rounds (IMP, GemMiner)
+MASK_PHASE = "mask_update"   # runner.MASK_PHASE: metric rows of dynamic sparse training's mask updates (SET, RigL)
+MASK_UPDATE_COLUMNS = ["step", "layer", "kept", "total", "dropped", "moved", "drop_fraction"]
 
 
 def split_metrics(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -99,6 +101,15 @@ def split_metrics(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     search = metrics["phase"].eq(SEARCH_PHASE) if "phase" in metrics else pd.Series(False, index=metrics.index)
     training = metrics[~search & metrics["epoch"].notna()] if "epoch" in metrics else metrics[~search]
     return training, metrics[search]
+
+
+def mask_updates(metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """The mask updates of a SET / RigL run from its metric rows: one row per update and layer (step, layer, kept,
+    total, dropped, moved, drop_fraction), in step order; empty for a static run."""
+    if metrics is None or metrics.empty or "phase" not in metrics:
+        return pd.DataFrame(columns=MASK_UPDATE_COLUMNS)
+    rows = metrics[metrics["phase"].eq(MASK_PHASE)]
+    return rows.reindex(columns=MASK_UPDATE_COLUMNS).sort_values("step", kind="stable").reset_index(drop=True)
 
 
 # ---- accuracy vs compression --------------------------------------------------------------------------
@@ -250,4 +261,51 @@ def gradient_flow_findings(summary: pd.DataFrame, chance: float | None = None) -
             "every image to one or two classes, so its accuracy is the share of the images that happen to land in "
             "their own class — about chance on average over seeds, but far from it for one seed. It says nothing "
             "about what the network can learn.")
+
+    dynamic = [(name, by[v]) for v, name in (("rigl", "RigL"), ("set", "SET")) if v in by]
+    if sparse is not None and dynamic and not math.isnan(sparse["mean_grad_norm"]):
+        static = sparse["mean_grad_norm"]
+        compared = [f"{name}'s {_norm(row['mean_grad_norm'])} ({_times(row['mean_grad_norm'], static)} the static "
+                    "network's)" for name, row in dynamic]
+        stronger = [row["mean_grad_norm"] > sparse["mean_grad_norm"] for _, row in dynamic]
+        text = (f"Along training the static sparse network's gradient norm averages {_norm(sparse['mean_grad_norm'])}, "
+                f"against {' and '.join(compared)}, from the same mask and initial weights: ")
+        if all(stronger):
+            text += ("dynamic sparse training keeps more gradient flowing, as Evci et al. found: regrowing weights "
+                     "where they are missing reopens paths that a fixed mask keeps closed.")
+        elif any(stronger):
+            text += ("on this run only part of Evci et al.'s finding (dynamic sparse training improves gradient "
+                     "flow) shows.")
+        else:
+            text += "on this run dynamic sparse training does not improve the gradient flow, unlike in Evci et al."
+        sentences.append(text)
     return sentences
+
+
+# ---- lottery tickets relearn the pruning solution (Evci et al. 2022) ------------------------------------------
+def relearning_findings(table: pd.DataFrame) -> str:
+    """What a `pc.lottery_relearning` table says, in one markdown sentence: whether the lottery ticket ends closer
+    to the dense solution it was pruned from (L2 distance of the kept weights, disagreement of test predictions)
+    than the same mask trained from a fresh random initialisation. Empty when either row is missing."""
+    by = {r["variant"]: r for r in table.to_dict("records")}
+    ticket, scratch = by.get("lottery"), by.get("scratch")
+    if ticket is None or scratch is None or any(pd.isna(r[c]) for r in (ticket, scratch)
+                                                for c in ("distance", "disagreement")):
+        return ""
+    closer = ticket["distance"] < scratch["distance"]
+    agrees = ticket["disagreement"] <= scratch["disagreement"]
+    numbers = (f"its kept weights end at L2 distance {_norm(ticket['distance'])} from the dense network's against "
+               f"{_norm(scratch['distance'])} for the same mask from a fresh random initialisation (they started at "
+               f"{_norm(ticket['init_distance'])} and {_norm(scratch['init_distance'])}), and its predictions "
+               f"differ from the dense network's on {percent(ticket['disagreement'])} of the test images against "
+               f"{percent(scratch['disagreement'])}")
+    if closer and agrees:
+        ratio = scratch["distance"] / ticket["distance"] if ticket["distance"] > 0 else math.inf
+        return (f"**The lottery ticket relearns the solution it was pruned from**: {numbers}; it ends "
+                f"{ratio:.3g}× closer, as Evci et al. 2022 found: a ticket wins by returning to the pruning "
+                "solution's basin, not by better gradient flow.")
+    if closer:
+        return (f"**The lottery ticket's weights end closer to the dense solution, its predictions do not**: "
+                f"{numbers}; on this run only half of Evci et al.'s finding shows.")
+    return (f"**On this run the lottery ticket does not end closer to the dense solution it was pruned from**: "
+            f"{numbers}; Evci et al.'s finding does not reproduce here.")

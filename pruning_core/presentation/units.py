@@ -171,8 +171,10 @@ def wrap_label(text: str, width: int = 16) -> str:
     return "<br>".join(lines + [line])
 
 
-# Gradient flow's networks (Evci et al. 2022): the lottery ticket in IMP's colour.
-VARIANT_COLORS = {"dense": DENSE_COLOR, "sparse": "#D55E00", "sparse_init": "#009E73", "lottery": METHOD_COLORS["imp"]}
+# Gradient flow's networks (Evci et al. 2022): the lottery ticket in IMP's colour; SET and RigL (dynamic sparse
+# training) in two palette colours no other variant uses.
+VARIANT_COLORS = {"dense": DENSE_COLOR, "sparse": "#D55E00", "sparse_init": "#009E73", "lottery": METHOD_COLORS["imp"],
+                  "set": "#E69F00", "rigl": "#0072B2"}
 
 
 # ---- CSV exports -------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Gradient flow in sparse networks (Evci et al. 2022, "Gradient Flow in Sparse Neural Networks and How
 Lottery Tickets Win"): the sparsity-aware initialisation (`sparse_init`) and the gradient norm along training
-of dense, sparse, sparsity-aware-initialised and lottery-ticket networks (`gradient_flow`)."""
+of dense, sparse, sparsity-aware-initialised, lottery-ticket and dynamically trained (SET, RigL) networks
+(`gradient_flow`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pruning_core.engine.masks import all_kept, attach_masks, attached_masks, density_of, prunable_weights
 from pruning_core.engine.data import Dataset
+from pruning_core.engine.sparse_training import DEFAULT_UPDATE_EVERY, SparseTrainingSettings, dense_gradients
 
 
 @torch.no_grad()
@@ -45,14 +46,18 @@ def sparse_init(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = Non
 
 
 # ---- gradient flow along training -------------------------------------------------------------------
-VARIANTS = ("dense", "sparse", "sparse_init", "lottery")
+VARIANTS = ("dense", "sparse", "sparse_init", "lottery", "set", "rigl")
+DYNAMIC_VARIANTS = ("set", "rigl")   # trained with pc.train's sparse_training of the same name
 VARIANT_LABELS = {
     "dense": "Dense",
     "sparse": "Sparse, standard init",
     "sparse_init": "Sparse, sparsity-aware init",
     "lottery": "Lottery ticket (IMP)",
+    "set": "SET (dynamic, random regrowth)",
+    "rigl": "RigL (dynamic, gradient regrowth)",
 }
 HOLDOUT = 256   # training images kept out of training to measure the gradient on
+UPDATES = 10    # mask updates a SET / RigL variant makes at least when update_every is left to the study
 
 
 def gradient_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -64,22 +69,8 @@ def gradient_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     no .grad is written: measuring does not change the model or its training.
     """
     masks = dict(masks) if masks is not None else attached_masks(model)
-    weights = [(name, weight) for name, _, weight in prunable_weights(model)]
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    was_training = model.training
-    model.train()
-    try:
-        with torch.enable_grad(), torch.autocast(device_type=inputs.device.type, enabled=False):
-            loss = F.cross_entropy(model(inputs), targets)
-            grads = torch.autograd.grad(loss, [w for _, w in weights], allow_unused=True)
-    finally:
-        model.train(was_training)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in buffers:
-                    b.copy_(buffers[name])
     total = torch.zeros((), dtype=torch.float64, device=inputs.device)
-    for (name, _), grad in zip(weights, grads):
+    for name, grad in dense_gradients(model, inputs, targets).items():
         if grad is None:
             continue
         if name in masks:
@@ -108,7 +99,8 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
                   batch_size: int | None = None, optimizer: str | None = None, lr: float | None = None,
                   lr_schedule: str | None = None, weight_decay: float | None = None,
                   prune_options: Mapping[str, Any] | None = None, imp_options: Mapping[str, Any] | None = None,
-                  scale: float = 2.0, device: str | torch.device | None = None,
+                  dst_options: Mapping[str, Any] | None = None, scale: float = 2.0,
+                  device: str | torch.device | None = None,
                   progress: Callable[[str, float, float], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> pd.DataFrame:
     """Gradient flow (Evci et al. 2022): the norm of the masked gradient of the training loss, measured on
@@ -118,7 +110,12 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
       sparse       pruned by `method` at `sparsity`, the standard (dense) initialisation kept;
       sparse_init  the same mask, the kept weights redrawn by `sparse_init` (variance scale / kept fan-in);
       lottery      a lottery ticket: `imp` to the same sparsity (its options in imp_options; by default
-                   `epochs` per round), rewound and trained again.
+                   `epochs` per round), rewound and trained again;
+      set, rigl    the sparse network (same mask, standard init) trained with dynamic sparse training, SET or
+                   RigL (pc.train's sparse_training); dst_options are pc.train's update_every, drop_fraction and
+                   update_until. Left unset, update_every is RigL's 100 steps, or shorter in a short run, so that
+                   the mask is updated at least UPDATES times (`study_update_every`). The gradient is measured
+                   on the mask of the moment.
 
     Every variant starts from the same initial network (`model`: a name from pc.MODELS or a function
     (input_shape, num_classes) -> nn.Module, called after torch.manual_seed(seed)) and trains with the same
@@ -146,6 +143,14 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
     held_x, held_y = held_x.to(target), held_y.to(target)
     settings = TrainSettings.resolve(train_part, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                                      lr_schedule=lr_schedule, weight_decay=weight_decay)
+    dynamic = {"update_every": None, **dict(dst_options or {})}
+    unknown_options = sorted(set(dynamic) - {"update_every", "drop_fraction", "update_until"})
+    if unknown_options:
+        raise ValueError(f"unknown dst_options {', '.join(unknown_options)}; valid: update_every, drop_fraction, "
+                         "update_until")
+    if dynamic["update_every"] is None:
+        steps = max(1, len(train_part.train_y) // settings.batch_size) * settings.epochs
+        dynamic["update_every"] = study_update_every(steps, dynamic.get("update_until"))
     builder = MODELS[model] if isinstance(model, str) else model
     if not callable(builder):
         raise ValueError(f"model must be a name from pc.MODELS or a function building an nn.Module, got {model!r}")
@@ -177,7 +182,7 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
         net = build()
         if variant == "dense":
             masks = all_kept([(n, w) for n, _, w in prunable_weights(net)])
-        elif variant in ("sparse", "sparse_init"):
+        elif variant in ("sparse", "sparse_init", *DYNAMIC_VARIANTS):
             masks = method_masks()
             attach_masks(net, masks)
             if variant == "sparse_init":
@@ -195,15 +200,18 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
 
             masks = prune(net, "imp", sparsity, train_part, seed=seed, options=options, progress=imp_progress).masks
         density = density_of(masks)
+        sparse_training = ({"sparse_training": variant, **dynamic} if variant in DYNAMIC_VARIANTS else {})
         run = train(net, masks if variant != "dense" else None, train_part, settings.epochs,
                     batch_size=settings.batch_size, optimizer=settings.optimizer, lr=settings.lr,
                     lr_schedule=settings.lr_schedule, weight_decay=settings.weight_decay, seed=seed,
-                    device=target, steps_per_event=eval_every, should_stop=should_stop)
+                    device=target, steps_per_event=eval_every, should_stop=should_stop, **sparse_training)
         for event in run:
             if event.kind not in ("eval", "step"):
                 continue
+            # SET and RigL move their masks: their gradient is measured on the mask attached at the time.
+            measured = None if sparse_training else masks
             rows.append({"variant": variant, "label": VARIANT_LABELS[variant], "step": event.step,
-                         "epoch": event.epoch, "grad_norm": gradient_norm(net, held_x, held_y, masks),
+                         "epoch": event.epoch, "grad_norm": gradient_norm(net, held_x, held_y, measured),
                          "train_loss": event.train_loss, "test_accuracy": event.test_accuracy, "density": density})
             if progress is not None and event.kind == "eval":
                 progress(f"{VARIANT_LABELS[variant]}: epoch {int(event.epoch)} of {settings.epochs}",
@@ -215,3 +223,10 @@ def gradient_flow(model: str | Callable[..., nn.Module] = "conv", dataset: str |
     table["test_accuracy"] = table["test_accuracy"].astype(float)
     table["train_loss"] = table["train_loss"].astype(float)
     return table
+
+
+def study_update_every(total_steps: int, update_until: float | None = None, updates: int = UPDATES) -> int:
+    """ΔT for a SET / RigL run of `total_steps`: RigL's 100 steps, or fewer, so that at least `updates` mask
+    updates come before T_end (a digits run of a few epochs has only tens of steps)."""
+    stop = SparseTrainingSettings.resolve("rigl", update_until=update_until).stop_step(total_steps)
+    return min(DEFAULT_UPDATE_EVERY, max(1, stop // (updates + 1)))

@@ -168,3 +168,15 @@ def gradient_flow_study(dataset: str, model: str, method: str, sparsity: float, 
     return gradient_flow(model, data, sparsity, method, list(variants), epochs, seed=seed,
                          progress=task.report if task is not None else None,
                          should_stop=task.cancelled.is_set if task is not None else None)
+
+
+def relearning_study(dataset: str, model: str, sparsity: float, epochs: int, seed: int,
+                     task: Task | None = None) -> pd.DataFrame:
+    """`pc.lottery_relearning` for the Gradient flow page, on a dataset already on disk; progress goes to the
+    task, whose cancel stops it at its next training step."""
+    from pruning_core.studies.relearning import lottery_relearning
+
+    data = load_dataset(dataset, download=False)
+    return lottery_relearning(model, data, sparsity, epochs, seed=seed,
+                              progress=task.report if task is not None else None,
+                              should_stop=task.cancelled.is_set if task is not None else None)
