@@ -93,20 +93,22 @@ def test_synflow_l2_scores_hand_computed():
     # (4 x 1.0625); SynFlow keeps W2[1,2] (1 x 3.75) and W2[1,0] (1.5 x 1.75) over W1[2,2] (2 x 1.25).
     l2 = pc.prune(tiny_net(), "synflow_l2", 0.9, input_shape=SHAPE, iterations=1)
     synflow = pc.prune(tiny_net(), "synflow", 0.9, input_shape=SHAPE, iterations=1)
-    assert l2.masks["out.weight"].nonzero().tolist() == [[1, 2]] and l2.masks["fc1.weight"].nonzero().tolist() == [[2, 2]]
+    assert l2.masks["out.weight"].nonzero().tolist() == [[1, 2]]
+    assert l2.masks["fc1.weight"].nonzero().tolist() == [[2, 2]]
     assert synflow.masks["out.weight"].nonzero().tolist() == [[1, 0], [1, 2]] and not synflow.masks["fc1.weight"].any()
 
 
 def test_synflow_l2_equals_an_explicit_sum_over_paths():
     w1, w2 = double(W1), double(W2)
-    expected = {"fc1.weight": torch.zeros(4, 3, dtype=torch.float64), "out.weight": torch.zeros(2, 4, dtype=torch.float64)}
+    expected = {"fc1.weight": torch.zeros(4, 3, dtype=torch.float64),
+                "out.weight": torch.zeros(2, 4, dtype=torch.float64)}
     for i, j, k in itertools.product(range(3), range(4), range(2)):   # path input i -> hidden j -> output k
         value = w1[j, i] ** 2 * w2[k, j] ** 2
         expected["fc1.weight"][j, i] += value
         expected["out.weight"][k, j] += value
     result = pc.prune(tiny_net(), "synflow_l2", 0.5, input_shape=SHAPE, iterations=1)
-    for name in expected:
-        close(result.scores[name], expected[name])
+    for name, value in expected.items():
+        close(result.scores[name], value)
 
 
 def test_synflow_l2_squares_batch_norm_scale():
@@ -154,7 +156,8 @@ def px_reference(mask1: torch.Tensor, mask2: torch.Tensor) -> dict[str, torch.Te
     a_j(x) = 1[(W1 ⊙ m1) x]_j > 0 on the pruned network; a weight's score is the part of R through it."""
     w1, w2 = double(W1) * mask1, double(W2) * mask2
     samples = double(X1 + X2)
-    expected = {"fc1.weight": torch.zeros(4, 3, dtype=torch.float64), "out.weight": torch.zeros(2, 4, dtype=torch.float64)}
+    expected = {"fc1.weight": torch.zeros(4, 3, dtype=torch.float64),
+                "out.weight": torch.zeros(2, 4, dtype=torch.float64)}
     for x in samples:
         gate = (w1 @ x > 0).double()
         for i, j, k in itertools.product(range(3), range(4), range(2)):
@@ -167,8 +170,8 @@ def px_reference(mask1: torch.Tensor, mask2: torch.Tensor) -> dict[str, torch.Te
 def test_px_scores_equal_the_explicit_gated_path_sum():
     expected = px_reference(torch.ones(4, 3), torch.ones(2, 4))
     result = pc.prune(tiny_net(), "px", 0.5, batches(), iterations=1)
-    for name in expected:
-        close(result.scores[name], expected[name])
+    for name, value in expected.items():
+        close(result.scores[name], value)
     r = float(expected["out.weight"].sum())
     assert float(result.scores["fc1.weight"].sum()) == pytest.approx(r, rel=1e-6)  # conservation
     # The data's activation patterns matter: the ranking is not SynFlow-L2's.
