@@ -10,6 +10,7 @@ and notebooks all use the names exported here.
 """
 
 from pruning_core.config import DENSE, RunConfig, help_text
+from pruning_core.engine import methods_dynamics  # noqa: F401  registers SynFlow-L2, PX, NTK-SAP, ProsPr
 from pruning_core.engine.data import DATASETS, Dataset, DatasetSpec, DatasetUnavailableError, load_dataset
 from pruning_core.engine.layers import effective_masks, layer_table
 from pruning_core.engine.masks import attach_masks, attached_masks, detach_masks, enforce_masks, prunable_weights

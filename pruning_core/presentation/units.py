@@ -16,7 +16,7 @@ from pruning_core.engine.methods import METHODS
 
 # A colour-blind-friendly qualitative palette (Okabe & Ito), then a few more for long method lists.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD", "#17BECF",
-           "#F0E442", "#7F7F7F", "#BCBD22"]
+           "#F0E442", "#7F7F7F", "#BCBD22", "#E7298A", "#66A61E", "#1F3A93", "#A6761D"]
 DENSE_COLOR = "#333333"
 COLLAPSE_COLOR = "#C62828"
 
