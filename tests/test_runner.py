@@ -132,3 +132,44 @@ def test_bad_config_changes_nothing(store):
     with pytest.raises(ValueError, match="choose one of"):
         execute(pc.RunConfig(method="nope", **FAST), store)
     assert store.list_runs().empty
+
+
+# ---- a failed start (issue 10, item 3) -------------------------------------------------------------------------
+MISSING_GPU = "cuda:99"   # no machine has a hundred GPUs: refused with or without CUDA
+
+
+def test_a_device_that_does_not_exist_is_bad_input_and_records_nothing(store):
+    with pytest.raises(ValueError, match="cuda:99"):
+        execute(pc.RunConfig(method="magnitude", sparsity=0.5, **FAST), store, device=MISSING_GPU)
+    assert store.list_runs().empty
+
+
+def test_a_queued_run_that_cannot_start_fails_with_the_reason(store):
+    # The job manager creates the run first; a device it hands over that this machine lacks fails that run
+    # with the device's message, instead of leaving it queued for the next process to call it killed.
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, **FAST)
+    run_id = store.create_run(config.to_dict(), key=config.key())
+    with pytest.raises(ValueError, match="cuda:99"):
+        execute(config, store, run_id=run_id, device=MISSING_GPU)
+    record = store.get_run(run_id)
+    assert record["status"] == "failed" and "cuda:99" in record["error"]
+
+
+def test_a_failure_while_starting_is_recorded(store, monkeypatch):
+    def disk_full(run_id, device):
+        raise OSError("database or disk is full")
+
+    monkeypatch.setattr(store, "start_run", disk_full)
+    with pytest.raises(OSError):
+        execute(pc.RunConfig(method="magnitude", sparsity=0.5, **FAST), store, device="cpu")
+    (run,) = store.list_runs().to_dict(orient="records")
+    assert run["status"] == "failed" and "disk is full" in store.get_run(run["run_id"])["error"]
+
+
+def test_a_run_cancelled_before_it_started_ends_cancelled(store):
+    config = pc.RunConfig(method="magnitude", sparsity=0.5, **FAST)
+    run_id = store.create_run(config.to_dict(), key=config.key())
+    store.cancel_run(run_id)   # a viewer cancelled it while it waited in the queue
+    with pytest.raises(pc.Cancelled):
+        execute(config, store, run_id=run_id, device="cpu")
+    assert store.get_run(run_id)["status"] == "cancelled"

@@ -22,8 +22,9 @@ from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
 from pruning_core.engine.prune import Cancelled, PruneResult, prune
-from pruning_core.engine.training import TrainEvent, TrainResult, default_device, device_name, train
-from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store
+from pruning_core.engine.arguments import device_name, resolve_device
+from pruning_core.engine.training import TrainEvent, TrainResult, train
+from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store, UnknownRunError
 
 ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
 # Metrics rows of a mask search's rounds carry phase=SEARCH_PHASE (training rows have no phase); these keys of a
@@ -96,11 +97,9 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             if run_id is not None and run_id != done["id"]:
                 store.delete_run(run_id)
             return RunOutcome(done["id"], config, done.get("summary") or {}, reused=True)
-    target = torch.device(device) if device is not None else default_device()
-    if store is not None:
-        if run_id is None:
-            run_id = store.create_run(config.to_dict(), key=key, kind=kind)
-        store.start_run(run_id, device_name(target))
+    if store is not None and run_id is None:
+        resolve_device(device)   # a device that does not exist here is bad input: nothing is recorded
+        run_id = store.create_run(config.to_dict(), key=key, kind=kind)
     started = time.perf_counter()
 
     def report(message: str, done: float, total: float) -> None:
@@ -111,6 +110,12 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             on_progress(message, done, total)
 
     try:
+        # From here on the run exists: whatever goes wrong (a device handed over by the job manager that this
+        # machine lacks, a run cancelled before it started, ...) ends it as failed or cancelled with the reason,
+        # never left queued for the next process to call it "killed".
+        target = resolve_device(device)
+        if store is not None:
+            _start(store, run_id, device_name(target))
         report("loading data", 0, 1)
         dataset = load_dataset(config.dataset, root=data_root, download=download)
         model = build_model(config, dataset).to(target)
@@ -164,15 +169,25 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         if store is not None:
             try:
                 store.cancel_run(run_id)
-            except InvalidTransitionError:
-                pass  # already cancelled by the user
+            except (InvalidTransitionError, UnknownRunError):
+                pass  # already cancelled by the user, or deleted
         raise
     except Exception as error:
         if store is not None:
             try:
                 store.fail_run(run_id, describe_error(error))
-            except InvalidTransitionError:
-                pass
+            except (InvalidTransitionError, UnknownRunError):
+                pass   # cancelled or deleted meanwhile: the original error is the one to raise
+        raise
+
+
+def _start(store: Store, run_id: int, device: str) -> None:
+    """Mark the queued run running; a run cancelled while it waited raises Cancelled."""
+    try:
+        store.start_run(run_id, device)
+    except InvalidTransitionError:
+        if store.get_run(run_id)["status"] == "cancelled":
+            raise Cancelled(f"run {run_id} was cancelled before it started") from None
         raise
 
 
