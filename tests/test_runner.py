@@ -173,3 +173,11 @@ def test_a_run_cancelled_before_it_started_ends_cancelled(store):
     with pytest.raises(pc.Cancelled):
         execute(config, store, run_id=run_id, device="cpu")
     assert store.get_run(run_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("kind", ["train", "prune"])
+def test_a_collapsed_run_stores_its_collapse_warning_once(store, kind):
+    config = pc.RunConfig(method="magnitude", sparsity=0.9999, dataset="digits", model="conv", epochs=1)
+    outcome = execute(config, store, kind=kind, device="cpu")
+    (warning,) = store.get_run(outcome.run_id)["summary"]["warnings"]
+    assert warning.startswith("Layer collapse: conv2.weight") and warning.endswith("(10% for 10 classes).")

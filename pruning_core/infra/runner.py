@@ -157,7 +157,9 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                        if event.kind != "done" else "finished", event.epoch, epochs)
             train_result = training.result
             summary.update(train_result.summary())
-        summary["warnings"] = sorted(set(summary.get("warnings", [])) | set(_collapse_note(result)))
+        # One collapse warning, with the chance level: training's (when it trained) is the same sentence.
+        summary["warnings"] = list(dict.fromkeys([*summary.get("warnings", []),
+                                                  *_collapse_note(result, dataset.num_classes)]))
         timings = {"prune_s": prune_s, "total_s": time.perf_counter() - started}
         if train_result is not None:
             timings["train_s"] = train_result.elapsed_s
@@ -235,10 +237,10 @@ def _handed_over_masks(store: Store, run_id: int, config: RunConfig) -> dict[str
         return None   # unreadable: prune again rather than fail the run
 
 
-def _collapse_note(result: PruneResult) -> list[str]:
+def _collapse_note(result: PruneResult, num_classes: int) -> list[str]:
     from pruning_core.engine.training import collapse_warnings
 
-    return collapse_warnings(result.masks)
+    return collapse_warnings(result.masks, num_classes)
 
 
 def describe_error(error: BaseException) -> str:
