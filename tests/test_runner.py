@@ -181,3 +181,68 @@ def test_a_collapsed_run_stores_its_collapse_warning_once(store, kind):
     outcome = execute(config, store, kind=kind, device="cpu")
     (warning,) = store.get_run(outcome.run_id)["summary"]["warnings"]
     assert warning.startswith("Layer collapse: conv2.weight") and warning.endswith("(10% for 10 classes).")
+
+
+# ---- one key, one value (issue 10, item 15) --------------------------------------------------------------------
+def test_the_cli_and_the_job_worker_train_a_key_to_the_same_numbers(tmp_path, monkeypatch):
+    # Float sums depend on how many threads share them: with one thread and with two, this configuration ends
+    # 0.3 points apart. Both entry points train under the core's thread policy, whatever the caller set.
+    import json
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from pruning_core.engine.threads import THREADS_ENV, cpu_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    flags = dict(dataset="digits", model="conv", method="magnitude", sparsity=0.5, epochs=2, seed=0)
+    cli = subprocess.run([sys.executable, "-m", "pruning_core", "train", "--json", "--quiet", "--no-store",
+                          *[part for name, value in flags.items() for part in (f"--{name}", str(value))]],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert cli.returncode == 0, cli.stderr
+    from_cli = json.loads(cli.stdout)
+
+    config = pc.RunConfig(**flags).canonical().validate()
+    store = Store(tmp_path / "worker.db")
+    run_id = store.create_run(config.to_dict(), key=config.key())
+    # Neither the policy's count nor torch's default in a fresh process (the CLI's count before the policy).
+    other = max(cpu_threads(), os.cpu_count() or 1) + 1
+    seen = {}
+
+    def worker():   # as the job manager's worker thread calls it
+        seen["before"] = torch.get_num_threads()
+        execute(config, store, kind="train", run_id=run_id, reuse=False, validated=True)
+        seen["after"] = torch.get_num_threads()
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(other)
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(300)
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == {"before": other, "after": other}      # the caller's count, restored after the run
+    from_worker = store.get_run(run_id)["summary"]
+    assert from_worker["threads"] == from_cli["threads"] == cpu_threads()
+    assert from_worker["device"] == from_cli["device"] == "CPU"
+    assert from_worker["final_test_accuracy"] == from_cli["final_test_accuracy"]
+    assert from_worker["final_test_loss"] == from_cli["final_test_loss"]
+
+
+def test_thread_policy_follows_the_environment(monkeypatch):
+    from pruning_core.engine.threads import THREADS_ENV, cpu_threads, run_threads
+
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert cpu_threads() == 3
+    monkeypatch.setenv(THREADS_ENV, "zero")      # not a positive whole number: half the cores
+    import os
+
+    assert cpu_threads() == max(1, (os.cpu_count() or 2) // 2)
+    monkeypatch.setenv(THREADS_ENV, "2")
+    before = torch.get_num_threads()
+    with run_threads("cpu") as used:
+        assert used == 2 and torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before

@@ -7,6 +7,7 @@ run in the store is reused instead of computed again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,12 +18,13 @@ from torch import nn
 
 from pruning_core.config import DENSE, RunConfig, method_options, training_settings
 from pruning_core.engine import masks as mk
+from pruning_core.engine.arguments import device_name, resolve_device
 from pruning_core.engine.data import Dataset, load_dataset
 from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
 from pruning_core.engine.prune import Cancelled, PruneResult, prune
-from pruning_core.engine.arguments import device_name, resolve_device
+from pruning_core.engine.threads import run_threads
 from pruning_core.engine.training import TrainEvent, TrainResult, train
 from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store, UnknownRunError
 
@@ -87,7 +89,9 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
     already has masks in the store (handed over with the submission, e.g. by the page that pruned the same
     configuration to show it), they are used instead of pruning again (see `masks_reusable`). `validated`:
     the caller has already validated the canonical `config` (the job manager, at submission). Errors are
-    recorded as a failed run and raised; `should_stop()` returning True cancels the run.
+    recorded as a failed run and raised; `should_stop()` returning True cancels the run. On a CPU it prunes and
+    trains with `threads.cpu_threads()` torch threads whatever the caller's count, so that every entry point gets
+    the same numbers for a key; the summary records the device and the thread count.
     """
     config = config if validated else config.canonical().validate()
     key = config.key()
@@ -101,6 +105,8 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         resolve_device(device)   # a device that does not exist here is bad input: nothing is recorded
         run_id = store.create_run(config.to_dict(), key=key, kind=kind)
     started = time.perf_counter()
+    # The torch thread count is part of what fixes a result (threads.py): set for this run, restored after.
+    thread_scope = contextlib.ExitStack()
 
     def report(message: str, done: float, total: float) -> None:
         status = store.update_progress(run_id, done, total, message) if store is not None else "running"
@@ -114,6 +120,7 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         # machine lacks, a run cancelled before it started, ...) ends it as failed or cancelled with the reason,
         # never left queued for the next process to call it "killed".
         target = resolve_device(device)
+        threads = thread_scope.enter_context(run_threads(target))
         if store is not None:
             _start(store, run_id, device_name(target))
         report("loading data", 0, 1)
@@ -157,6 +164,7 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                        if event.kind != "done" else "finished", event.epoch, epochs)
             train_result = training.result
             summary.update(train_result.summary())
+        summary.update(device=device_name(target), threads=threads)   # what, besides the key, fixed the numbers
         # One collapse warning, with the chance level: training's (when it trained) is the same sentence.
         summary["warnings"] = list(dict.fromkeys([*summary.get("warnings", []),
                                                   *_collapse_note(result, dataset.num_classes)]))
@@ -181,6 +189,8 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             except (InvalidTransitionError, UnknownRunError):
                 pass   # cancelled or deleted meanwhile: the original error is the one to raise
         raise
+    finally:
+        thread_scope.close()
 
 
 def _start(store: Store, run_id: int, device: str) -> None:
