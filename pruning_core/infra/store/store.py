@@ -204,8 +204,7 @@ class Store:
 
     def save_masks(self, run_id: int, masks: Mapping[str, Any]) -> Path:
         """Write a run's masks (name -> bool tensor) bit-packed and compressed, replacing any it had; return the
-        file. The file takes its name once the transaction that records it commits (inside `transaction()`,
-        the outermost one), and a rollback removes it: the run's row and its file never disagree."""
+        file, which takes its name when the (outermost) transaction commits and is removed if it rolls back."""
         with self._transaction("read") as conn:
             run_id = self._row(conn, run_id)["id"]
         target = mask_files.mask_path(self.masks_dir, self.path, run_id)
@@ -285,13 +284,12 @@ class Store:
             self._connections.after(on_commit=lambda: mask_files.discard(path))
 
     def tidy_mask_files(self) -> list[str]:
-        """Remove (or finish moving into place) the mask files a killed process left behind; return their names
-        (`mask_files.clean_leftovers`). Opening a store does this."""
-        def referenced() -> list[str]:
-            with self._transaction("read") as conn:
-                return [r[0] for r in conn.execute("SELECT masks_file FROM runs WHERE masks_file IS NOT NULL")]
+        """Tidy the mask files a killed process left behind (`mask_files.clean_leftovers`; opening does this)."""
+        return mask_files.clean_leftovers(self.masks_dir, self.path, self._mask_file_names, time.time())
 
-        return mask_files.clean_leftovers(self.masks_dir, self.path, referenced, time.time())
+    def _mask_file_names(self) -> list[str]:
+        with self._transaction("read") as conn:
+            return [r[0] for r in conn.execute("SELECT masks_file FROM runs WHERE masks_file IS NOT NULL")]
 
     # ---- reading runs ----
     def _run_dict(self, conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
