@@ -517,3 +517,43 @@ def test_batches_on_the_gpu_match_the_cpu(digits):
     gpu_generator = torch.Generator(device="cuda").manual_seed(0)
     x, _ = next(cifar_like.batches(batch_size=64, augment=True, generator=gpu_generator))
     assert x.is_cuda and x.shape == (64, 3, 32, 32)
+
+
+# ---- the load cache is bounded (issue 10, item 12) ---------------------------------------------------------
+def small_noise(seed: int, images: int = 20) -> Dataset:
+    return load_dataset("synthetic", seed=seed, shape=(3, 32, 32), num_classes=2, train_size=images,
+                        test_size=images // 2)
+
+
+def test_the_load_cache_forgets_the_least_recently_used_beyond_its_count(monkeypatch):
+    from pruning_core.engine.data import cache
+
+    clear_cache()
+    monkeypatch.setattr(cache, "MAX_DATASETS", 2)
+    first, second = small_noise(1), small_noise(2)
+    assert small_noise(1) is first           # used again: now the most recently used
+    third = small_noise(3)                   # over the count: the second goes
+    assert [name for name, _ in cache.cached()] == ["synthetic", "synthetic"]
+    assert small_noise(1) is first and small_noise(3) is third
+    again = small_noise(2)
+    assert again is not second and torch.equal(again.train_x, second.train_x)
+    clear_cache()
+
+
+def test_the_load_cache_counts_bytes_with_device_copies(monkeypatch):
+    from pruning_core.engine.data import cache
+
+    clear_cache()
+    images = 200                              # 200 + 100 images of 3 x 32 x 32 bytes: 0.88 MiB with the labels
+    size = (images + images // 2) * (3 * 32 * 32 + 8)
+    monkeypatch.setenv(cache.CACHE_MB_ENV, "2")
+    first = small_noise(1, images)
+    copy = first.to("meta")                   # a copy on another device (a GPU's, say) is kept with it
+    assert first.copies() == [copy] and cache.cached() == [("synthetic", 2 * size)]
+    second = small_noise(2, images)           # 3 x 0.88 MiB > 2 MiB: the least recently used goes, with its copy
+    assert cache.cached() == [("synthetic", size)] and first.copies() == []
+    assert small_noise(2, images) is second and small_noise(1, images) is not first
+    monkeypatch.setenv(cache.CACHE_MB_ENV, "1")
+    big = small_noise(3, 2 * images)          # bigger than the whole budget: kept alone, as the one in use
+    assert cache.cached() == [("synthetic", 2 * size)] and small_noise(3, 2 * images) is big
+    clear_cache()
