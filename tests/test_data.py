@@ -8,6 +8,7 @@ download attempt fails the test instead of reaching the internet.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 import socket
 import struct
@@ -229,11 +230,29 @@ EXPECTED_FILE = {
 }
 
 
+def publish_fake_cifar(monkeypatch, root, name) -> None:
+    """Make torchvision's published checksums of CIFAR's files those of the fake files written under `root`, as
+    if they were the originals (real ones are never downloaded in tests)."""
+    from torchvision import datasets
+
+    reader = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    folder = root / reader.base_folder
+
+    def md5(file: str) -> str:
+        return hashlib.md5((folder / file).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(reader, "train_list", [[file, md5(file)] for file, _ in reader.train_list])
+    monkeypatch.setattr(reader, "test_list", [[file, md5(file)] for file, _ in reader.test_list])
+    monkeypatch.setattr(reader, "meta", {**reader.meta, "md5": md5(reader.meta["filename"])})
+
+
 @pytest.mark.parametrize("name", TORCHVISION_DATASETS)
-def test_torchvision_files_round_trip_without_downloading(name, tmp_path, network_attempts):
+def test_torchvision_files_round_trip_without_downloading(name, tmp_path, network_attempts, monkeypatch):
     expected = WRITERS[name](tmp_path, np.random.default_rng(7))
+    if name.startswith("cifar"):
+        publish_fake_cifar(monkeypatch, tmp_path, name)
     dataset = load_dataset(name, root=tmp_path, download=True)
-    assert network_attempts == []  # present files, not matching torchvision's md5 sums, are just read
+    assert network_attempts == []  # files that are present are read, never downloaded over
     spec = DATASETS[name]
     assert dataset.input_shape == spec.input_shape and dataset.num_classes == spec.num_classes
     for tensor, array in zip((dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y), expected):
@@ -249,8 +268,9 @@ def test_svhn_maps_label_10_to_digit_0(tmp_path):
     assert dataset.test_y.tolist() == [0, 1, 5, 0]
 
 
-def test_cifar_class_names_come_from_the_meta_file(tmp_path):
+def test_cifar_class_names_come_from_the_meta_file(tmp_path, monkeypatch):
     _write_cifar10(tmp_path, np.random.default_rng(0))
+    publish_fake_cifar(monkeypatch, tmp_path, "cifar10")
     assert load_dataset("cifar10", root=tmp_path, download=False).class_names[3] == "class3"
 
 
@@ -285,11 +305,46 @@ def test_failed_download_keeps_the_files_that_were_there(tmp_path):
 
 
 def test_damaged_file_is_reported_not_downloaded_over(tmp_path, network_attempts):
-    _write_cifar10(tmp_path, np.random.default_rng(0))
-    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    _write_svhn(tmp_path, np.random.default_rng(0))
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a MATLAB file")
     with pytest.raises(DatasetUnavailableError, match="could not be read"):
-        load_dataset("cifar10", root=tmp_path, download=True)
-    assert network_attempts == []
+        load_dataset("svhn", root=tmp_path, download=True)
+    assert network_attempts == [] and (tmp_path / "test_32x32.mat").read_bytes() == b"not a MATLAB file"
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_files_are_checked_against_the_published_checksums_before_unpickling(name, tmp_path, monkeypatch,
+                                                                                 network_attempts):
+    from torchvision import datasets
+
+    WRITERS[name](tmp_path, np.random.default_rng(0))
+    publish_fake_cifar(monkeypatch, tmp_path, name)
+    reader = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    tampered = tmp_path / reader.base_folder / reader.train_list[0][0]
+    tampered.write_bytes(tampered.read_bytes() + b"\n")   # one byte more: a different file
+    published = reader.train_list[0][1]
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a file that does not match its checksum was unpickled")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_dataset(name, root=tmp_path, download=True)
+    message = str(caught.value)
+    assert str(tampered) in message and f"the published one is {published}" in message
+    assert hashlib.md5(tampered.read_bytes()).hexdigest() in message and "'digits'" in message
+    assert network_attempts == [] and tampered.exists()     # refused, neither downloaded over nor removed
+
+
+def test_the_checksums_are_torchvisions_published_ones():
+    from torchvision import datasets
+
+    from pruning_core.engine.data.loaders import published_cifar_checksums
+
+    cifar10 = published_cifar_checksums("cifar10")
+    assert set(cifar10) == {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch", "batches.meta"}
+    assert cifar10["test_batch"] == dict(datasets.CIFAR10.test_list)["test_batch"]
+    assert published_cifar_checksums("cifar100")["meta"] == datasets.CIFAR100.meta["md5"]
 
 
 # ---- image folders and Tiny ImageNet ---------------------------------------------------------------
