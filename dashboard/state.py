@@ -104,15 +104,10 @@ def runs_inline(config: RunConfig) -> bool:
 
 
 def limit_cpu_threads() -> None:
-    """On a machine without a GPU, give torch half of the cores (at least one; $PRUNING_TORCH_THREADS
-    overrides): the job worker and the page's own pruning run side by side, and small models only lose
-    time to more threads (waiting for busy cores made pruning on digits up to 8x slower)."""
-    if torch.cuda.is_available():
-        return
-    wanted = os.environ.get("PRUNING_TORCH_THREADS")
-    threads = int(wanted) if wanted and wanted.isdigit() and int(wanted) > 0 else max(1, (os.cpu_count() or 2) // 2)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    """The core's thread policy for the page threads (`pruning_core.engine.threads`; runs apply it themselves)."""
+    from pruning_core.engine.threads import limit_cpu_threads as core_policy
+
+    core_policy()
 
 
 # ---- widget values in the session and in the URL -----------------------------------------------------

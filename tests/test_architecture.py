@@ -92,3 +92,11 @@ def test_pages_hold_pages_only():
         text = path.read_text()
         for page in pages:
             assert f"pages.{page} import" not in text and f"from pages import {page}" not in text, (path, page)
+
+
+def test_the_engine_imports_nothing_from_the_layers_built_on_it():
+    files = {module_name(p): p for p in source_files()}
+    above = {m for m in files if m.startswith(("pruning_core.studies", "pruning_core.infra",
+                                               "pruning_core.presentation", "pruning_core.config"))}
+    for path in (ROOT / "pruning_core" / "engine").rglob("*.py"):
+        assert imported_modules(path, above) == set(), path

@@ -168,3 +168,13 @@ def test_collapse_prunes_the_same_seeded_network_as_the_dashboard(db, capsys, mo
     assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
     other_seed = build_model(pc.RunConfig(model="mlp", seed=8), data).state_dict()
     assert not all(torch.equal(value, other_seed[name]) for name, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("command", [["train", "--model", "mlp", "--epochs", "1"], ["prune", "--model", "mlp"],
+                                     ["sweep", "--methods", "magnitude", "--sparsities", "0.9", "--epochs", "1"]])
+def test_a_device_this_machine_lacks_is_one_error_line(db, capsys, command):
+    code, out, err = run_cli(capsys, *command, "--device", "cuda:99", "--quiet")
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: device 'cuda:99'") and "Traceback" not in err
+    assert Store(db).list_runs().empty and Store(db).list_sweeps().empty

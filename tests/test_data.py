@@ -8,6 +8,7 @@ download attempt fails the test instead of reaching the internet.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 import socket
 import struct
@@ -229,11 +230,29 @@ EXPECTED_FILE = {
 }
 
 
+def publish_fake_cifar(monkeypatch, root, name) -> None:
+    """Make torchvision's published checksums of CIFAR's files those of the fake files written under `root`, as
+    if they were the originals (real ones are never downloaded in tests)."""
+    from torchvision import datasets
+
+    reader = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    folder = root / reader.base_folder
+
+    def md5(file: str) -> str:
+        return hashlib.md5((folder / file).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(reader, "train_list", [[file, md5(file)] for file, _ in reader.train_list])
+    monkeypatch.setattr(reader, "test_list", [[file, md5(file)] for file, _ in reader.test_list])
+    monkeypatch.setattr(reader, "meta", {**reader.meta, "md5": md5(reader.meta["filename"])})
+
+
 @pytest.mark.parametrize("name", TORCHVISION_DATASETS)
-def test_torchvision_files_round_trip_without_downloading(name, tmp_path, network_attempts):
+def test_torchvision_files_round_trip_without_downloading(name, tmp_path, network_attempts, monkeypatch):
     expected = WRITERS[name](tmp_path, np.random.default_rng(7))
+    if name.startswith("cifar"):
+        publish_fake_cifar(monkeypatch, tmp_path, name)
     dataset = load_dataset(name, root=tmp_path, download=True)
-    assert network_attempts == []  # present files, not matching torchvision's md5 sums, are just read
+    assert network_attempts == []  # files that are present are read, never downloaded over
     spec = DATASETS[name]
     assert dataset.input_shape == spec.input_shape and dataset.num_classes == spec.num_classes
     for tensor, array in zip((dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y), expected):
@@ -249,8 +268,9 @@ def test_svhn_maps_label_10_to_digit_0(tmp_path):
     assert dataset.test_y.tolist() == [0, 1, 5, 0]
 
 
-def test_cifar_class_names_come_from_the_meta_file(tmp_path):
+def test_cifar_class_names_come_from_the_meta_file(tmp_path, monkeypatch):
     _write_cifar10(tmp_path, np.random.default_rng(0))
+    publish_fake_cifar(monkeypatch, tmp_path, "cifar10")
     assert load_dataset("cifar10", root=tmp_path, download=False).class_names[3] == "class3"
 
 
@@ -285,11 +305,46 @@ def test_failed_download_keeps_the_files_that_were_there(tmp_path):
 
 
 def test_damaged_file_is_reported_not_downloaded_over(tmp_path, network_attempts):
-    _write_cifar10(tmp_path, np.random.default_rng(0))
-    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    _write_svhn(tmp_path, np.random.default_rng(0))
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a MATLAB file")
     with pytest.raises(DatasetUnavailableError, match="could not be read"):
-        load_dataset("cifar10", root=tmp_path, download=True)
-    assert network_attempts == []
+        load_dataset("svhn", root=tmp_path, download=True)
+    assert network_attempts == [] and (tmp_path / "test_32x32.mat").read_bytes() == b"not a MATLAB file"
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_files_are_checked_against_the_published_checksums_before_unpickling(name, tmp_path, monkeypatch,
+                                                                                 network_attempts):
+    from torchvision import datasets
+
+    WRITERS[name](tmp_path, np.random.default_rng(0))
+    publish_fake_cifar(monkeypatch, tmp_path, name)
+    reader = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    tampered = tmp_path / reader.base_folder / reader.train_list[0][0]
+    tampered.write_bytes(tampered.read_bytes() + b"\n")   # one byte more: a different file
+    published = reader.train_list[0][1]
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a file that does not match its checksum was unpickled")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_dataset(name, root=tmp_path, download=True)
+    message = str(caught.value)
+    assert str(tampered) in message and f"the published one is {published}" in message
+    assert hashlib.md5(tampered.read_bytes()).hexdigest() in message and "'digits'" in message
+    assert network_attempts == [] and tampered.exists()     # refused, neither downloaded over nor removed
+
+
+def test_the_checksums_are_torchvisions_published_ones():
+    from torchvision import datasets
+
+    from pruning_core.engine.data.loaders import published_cifar_checksums
+
+    cifar10 = published_cifar_checksums("cifar10")
+    assert set(cifar10) == {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch", "batches.meta"}
+    assert cifar10["test_batch"] == dict(datasets.CIFAR10.test_list)["test_batch"]
+    assert published_cifar_checksums("cifar100")["meta"] == datasets.CIFAR100.meta["md5"]
 
 
 # ---- image folders and Tiny ImageNet ---------------------------------------------------------------
@@ -517,3 +572,43 @@ def test_batches_on_the_gpu_match_the_cpu(digits):
     gpu_generator = torch.Generator(device="cuda").manual_seed(0)
     x, _ = next(cifar_like.batches(batch_size=64, augment=True, generator=gpu_generator))
     assert x.is_cuda and x.shape == (64, 3, 32, 32)
+
+
+# ---- the load cache is bounded (issue 10, item 12) ---------------------------------------------------------
+def small_noise(seed: int, images: int = 20) -> Dataset:
+    return load_dataset("synthetic", seed=seed, shape=(3, 32, 32), num_classes=2, train_size=images,
+                        test_size=images // 2)
+
+
+def test_the_load_cache_forgets_the_least_recently_used_beyond_its_count(monkeypatch):
+    from pruning_core.engine.data import cache
+
+    clear_cache()
+    monkeypatch.setattr(cache, "MAX_DATASETS", 2)
+    first, second = small_noise(1), small_noise(2)
+    assert small_noise(1) is first           # used again: now the most recently used
+    third = small_noise(3)                   # over the count: the second goes
+    assert [name for name, _ in cache.cached()] == ["synthetic", "synthetic"]
+    assert small_noise(1) is first and small_noise(3) is third
+    again = small_noise(2)
+    assert again is not second and torch.equal(again.train_x, second.train_x)
+    clear_cache()
+
+
+def test_the_load_cache_counts_bytes_with_device_copies(monkeypatch):
+    from pruning_core.engine.data import cache
+
+    clear_cache()
+    images = 200                              # 200 + 100 images of 3 x 32 x 32 bytes: 0.88 MiB with the labels
+    size = (images + images // 2) * (3 * 32 * 32 + 8)
+    monkeypatch.setenv(cache.CACHE_MB_ENV, "2")
+    first = small_noise(1, images)
+    copy = first.to("meta")                   # a copy on another device (a GPU's, say) is kept with it
+    assert first.copies() == [copy] and cache.cached() == [("synthetic", 2 * size)]
+    second = small_noise(2, images)           # 3 x 0.88 MiB > 2 MiB: the least recently used goes, with its copy
+    assert cache.cached() == [("synthetic", size)] and first.copies() == []
+    assert small_noise(2, images) is second and small_noise(1, images) is not first
+    monkeypatch.setenv(cache.CACHE_MB_ENV, "1")
+    big = small_noise(3, 2 * images)          # bigger than the whole budget: kept alone, as the one in use
+    assert cache.cached() == [("synthetic", 2 * size)] and small_noise(3, 2 * images) is big
+    clear_cache()

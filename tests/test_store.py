@@ -420,3 +420,46 @@ def test_latest_runs_and_active_run_work_past_the_bound_parameter_chunk(store):
     store.cancel_run(ids[7])
     assert store.active_run(key_of(cells[7])) is None
     assert store.active_run(key_of(cells[8]), kind="prune") is None
+
+
+# ---- deletion is one transaction (issue 10, item 4) -------------------------------------------------------
+def fail_deleting(path: Path, run_id: int) -> None:
+    """A fault half-way through a deletion: SQLite refuses to delete this run's row."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TRIGGER refuse BEFORE DELETE ON runs WHEN old.id = {int(run_id)} "
+                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    conn.commit()
+    conn.close()
+
+
+def test_deleting_a_sweep_fails_whole_or_deletes_everything(store):
+    sweep = store.create_sweep({"methods": ["snip", "synflow"]})
+    cells = [store.create_run(config(method=m), key_of(config(method=m)), "sweep_cell", sweep_id=sweep)
+             for m in ("snip", "synflow", "magnitude")]
+    for cell in cells:
+        store.add_metrics(cell, [{"test_accuracy": 0.5}])
+        store.save_masks(cell, {"w": torch.tensor([True, False])})
+    before = dump(store.path)
+    files = sorted(p.name for p in store.masks_dir.iterdir())
+    fail_deleting(store.path, cells[1])    # the second cell's row: after the first cell is gone
+    with pytest.raises(sqlite3.IntegrityError, match="injected failure"):
+        store.delete_sweep(sweep)
+    conn = sqlite3.connect(store.path)
+    conn.execute("DROP TRIGGER refuse")
+    conn.commit()
+    conn.close()
+    assert dump(store.path) == before
+    assert sorted(p.name for p in store.masks_dir.iterdir()) == files
+    assert all(store.load_masks(cell) is not None for cell in cells)
+    store.delete_sweep(sweep)
+    assert store.list_sweeps().empty and store.list_runs().empty and list(store.masks_dir.iterdir()) == []
+
+
+def test_a_run_deleted_in_a_rolled_back_transaction_keeps_its_mask_file(store):
+    run = store.create_run(config(), "k", "prune")
+    store.save_masks(run, {"w": torch.tensor([True, False])})
+    with pytest.raises(RuntimeError, match="injected"):
+        with store.transaction():
+            store.delete_run(run)
+            raise RuntimeError("injected")
+    assert store.load_masks(run)["w"].tolist() == [True, False]

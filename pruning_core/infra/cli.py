@@ -362,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "device", None) is not None:
+            from pruning_core.engine.arguments import resolve_device
+
+            resolve_device(args.device)   # a device this machine lacks: one error line before any work
         if args.command in ("prune", "train"):
             return _run(args, args.command)
         if args.command == "sweep":

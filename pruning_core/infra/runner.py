@@ -7,6 +7,7 @@ run in the store is reused instead of computed again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,14 +17,16 @@ import torch
 from torch import nn
 
 from pruning_core.config import DENSE, RunConfig, method_options, sparse_training_settings, training_settings
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import attach_masks, attached_masks, prunable_weights
+from pruning_core.engine.arguments import device_name, resolve_device
 from pruning_core.engine.data import Dataset, load_dataset
 from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
 from pruning_core.engine.prune import Cancelled, PruneResult, prune
-from pruning_core.engine.training import TrainEvent, TrainResult, default_device, device_name, train
-from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store
+from pruning_core.engine.threads import run_threads
+from pruning_core.engine.training import TrainEvent, TrainResult, train
+from pruning_core.infra.store import METRIC_COLUMNS, InvalidTransitionError, Store, UnknownRunError
 
 ProgressCallback = Callable[[str, float, float], None]  # (message, done, total)
 # Metrics rows of a mask search's rounds carry phase=SEARCH_PHASE (training rows have no phase); these keys of a
@@ -90,7 +93,9 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
     already has masks in the store (handed over with the submission, e.g. by the page that pruned the same
     configuration to show it), they are used instead of pruning again (see `masks_reusable`). `validated`:
     the caller has already validated the canonical `config` (the job manager, at submission). Errors are
-    recorded as a failed run and raised; `should_stop()` returning True cancels the run.
+    recorded as a failed run and raised; `should_stop()` returning True cancels the run. On a CPU it prunes and
+    trains with `threads.cpu_threads()` torch threads whatever the caller's count, so that every entry point gets
+    the same numbers for a key; the summary records the device and the thread count.
     """
     config = config if validated else config.canonical().validate()
     key = config.key()
@@ -100,12 +105,12 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             if run_id is not None and run_id != done["id"]:
                 store.delete_run(run_id)
             return RunOutcome(done["id"], config, done.get("summary") or {}, reused=True)
-    target = torch.device(device) if device is not None else default_device()
-    if store is not None:
-        if run_id is None:
-            run_id = store.create_run(config.to_dict(), key=key, kind=kind)
-        store.start_run(run_id, device_name(target))
+    if store is not None and run_id is None:
+        resolve_device(device)   # a device that does not exist here is bad input: nothing is recorded
+        run_id = store.create_run(config.to_dict(), key=key, kind=kind)
     started = time.perf_counter()
+    # The torch thread count is part of what fixes a result (threads.py): set for this run, restored after.
+    thread_scope = contextlib.ExitStack()
 
     def report(message: str, done: float, total: float) -> None:
         status = store.update_progress(run_id, done, total, message) if store is not None else "running"
@@ -115,6 +120,13 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             on_progress(message, done, total)
 
     try:
+        # From here on the run exists: whatever goes wrong (a device handed over by the job manager that this
+        # machine lacks, a run cancelled before it started, ...) ends it as failed or cancelled with the reason,
+        # never left queued for the next process to call it "killed".
+        target = resolve_device(device)
+        threads = thread_scope.enter_context(run_threads(target))
+        if store is not None:
+            _start(store, run_id, device_name(target))
         report("loading data", 0, 1)
         dataset = load_dataset(config.dataset, root=data_root, download=download)
         model = build_model(config, dataset).to(target)
@@ -166,14 +178,17 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             train_result = training.result
             summary.update(train_result.summary())
             if dynamic and not train_result.cancelled:   # the mask moved: the final one is the run's mask
-                final = mk.attached_masks(model)
+                final = attached_masks(model)
                 layers = layer_table(model, final, dataset.input_shape)
                 summary["final_effective_density"] = float(layers["effective_kept"].sum() / layers["total"].sum())
                 if store is not None:
                     with store.transaction():
                         store.save_masks(run_id, final)
                         store.set_layers(run_id, layers)
-        summary["warnings"] = sorted(set(summary.get("warnings", [])) | set(_collapse_note(result)))
+        summary.update(device=device_name(target), threads=threads)   # what, besides the key, fixed the numbers
+        # One collapse warning, with the chance level: training's (when it trained) is the same sentence.
+        summary["warnings"] = list(dict.fromkeys([*summary.get("warnings", []),
+                                                  *_collapse_note(result, dataset.num_classes)]))
         timings = {"prune_s": prune_s, "total_s": time.perf_counter() - started}
         if train_result is not None:
             timings["train_s"] = train_result.elapsed_s
@@ -185,15 +200,27 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         if store is not None:
             try:
                 store.cancel_run(run_id)
-            except InvalidTransitionError:
-                pass  # already cancelled by the user
+            except (InvalidTransitionError, UnknownRunError):
+                pass  # already cancelled by the user, or deleted
         raise
     except Exception as error:
         if store is not None:
             try:
                 store.fail_run(run_id, describe_error(error))
-            except InvalidTransitionError:
-                pass
+            except (InvalidTransitionError, UnknownRunError):
+                pass   # cancelled or deleted meanwhile: the original error is the one to raise
+        raise
+    finally:
+        thread_scope.close()
+
+
+def _start(store: Store, run_id: int, device: str) -> None:
+    """Mark the queued run running; a run cancelled while it waited raises Cancelled."""
+    try:
+        store.start_run(run_id, device)
+    except InvalidTransitionError:
+        if store.get_run(run_id)["status"] == "cancelled":
+            raise Cancelled(f"run {run_id} was cancelled before it started") from None
         raise
 
 
@@ -212,11 +239,11 @@ def prune_from_masks(model: nn.Module, config: RunConfig, dataset: Dataset,
     masks do not fit the model (other layer names or shapes): then it has to be pruned."""
     started = time.perf_counter()
     config = config.canonical()
-    weights = {name: weight for name, _, weight in mk.prunable_weights(model)}
+    weights = {name: weight for name, _, weight in prunable_weights(model)}
     if set(masks) != set(weights) or any(tuple(masks[n].shape) != tuple(w.shape) for n, w in weights.items()):
         return None
     masks = {name: masks[name].to(device=weights[name].device, dtype=torch.bool) for name in weights}
-    mk.attach_masks(model, masks)
+    attach_masks(model, masks)
     if config.sparse_init:
         from pruning_core.studies.gradient_flow import sparse_init
 
@@ -241,10 +268,10 @@ def _handed_over_masks(store: Store, run_id: int, config: RunConfig) -> dict[str
         return None   # unreadable: prune again rather than fail the run
 
 
-def _collapse_note(result: PruneResult) -> list[str]:
+def _collapse_note(result: PruneResult, num_classes: int) -> list[str]:
     from pruning_core.engine.training import collapse_warnings
 
-    return collapse_warnings(result.masks)
+    return collapse_warnings(result.masks, num_classes)
 
 
 def describe_error(error: BaseException) -> str:
@@ -266,5 +293,5 @@ def masks_for_run(store: Store, run_id: int) -> tuple[nn.Module, dict[str, torch
     masks = store.load_masks(run_id)
     if masks is None:
         raise ValueError(f"run {run_id} has no stored masks")
-    mk.attach_masks(model, masks)
+    attach_masks(model, masks)
     return model, masks, config

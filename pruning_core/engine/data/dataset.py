@@ -163,6 +163,18 @@ class Dataset:
                 self._copies[target] = copy
             return copy
 
+    def copies(self) -> list[Dataset]:
+        """The copies `to()` has made on other devices (and keeps)."""
+        with self._copies_lock:
+            return list(self._copies.values())
+
+    def forget_copies(self) -> None:
+        """Drop the kept device copies (the load cache does when it forgets this dataset): their memory is freed
+        once nothing else uses them, and `to()` copies again when asked."""
+        with self._copies_lock:
+            self._copies.clear()
+            self._affine.clear()
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """float32 ((images / scale) - mean) / std per channel, on the images' device."""
         multiplier, offset = self._affine_on(images.device)

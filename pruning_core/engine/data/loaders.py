@@ -9,6 +9,7 @@ do offline.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pathlib
@@ -76,12 +77,13 @@ def load_synthetic(spec: DatasetSpec, root: pathlib.Path, download: bool, *,
 # ---- torchvision datasets -------------------------------------------------------------------------
 
 def _torchvision_classes():
-    """Readers that keep torchvision's parsing but trust files already on disk.
+    """Readers that keep torchvision's parsing but never download over files already on disk.
 
     torchvision's CIFAR and SVHN verify md5 sums and, with download=True, fetch again whenever a
-    check fails; these only check that the files exist, so files that are present (a copy from
-    another machine, a different packaging) are read and never replaced by a download. A real
-    download still verifies the downloaded archive.
+    check fails; these only check that the files exist, so files that are present are never
+    replaced by a download (a damaged one is reported instead). CIFAR's files are pickles, which
+    `load_torchvision` checks against torchvision's published checksums before they are read
+    (`verify_cifar_files`); a real download still verifies the downloaded archive.
     """
     from torchvision import datasets
 
@@ -129,6 +131,38 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 400 else text[:400] + "..."
 
 
+def published_cifar_checksums(name: str) -> dict[str, str]:
+    """File name -> MD5 of the members of CIFAR-10's or CIFAR-100's python tarball, as torchvision publishes
+    them (its dataset classes' `train_list`, `test_list` and `meta`)."""
+    from torchvision import datasets
+
+    reader = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    return {**{file: md5 for file, md5 in reader.train_list + reader.test_list},
+            reader.meta["filename"]: reader.meta["md5"]}
+
+
+def _md5(path: pathlib.Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_cifar_files(spec: DatasetSpec, folder: pathlib.Path) -> None:
+    """Refuse CIFAR files that are not the published ones before anything unpickles them: a pickle can run
+    code when it is loaded, so only files whose MD5 matches torchvision's published checksum are read."""
+    for file, expected in published_cifar_checksums(spec.name).items():
+        path = folder / file
+        actual = _md5(path)
+        if actual != expected:
+            raise DatasetUnavailableError(
+                f"{path} is not the published {spec.label} file: its MD5 checksum is {actual}, the published one "
+                f"is {expected}. {spec.label}'s files are Python pickles, which can run code when they are read, "
+                "so only the original files are loaded. Delete the folder to download them again, or copy the "
+                "original files there; offline, use the embedded 'digits' dataset.")
+
+
 def load_torchvision(spec: DatasetSpec, root: pathlib.Path, download: bool) -> Dataset:
     reader = _torchvision_classes()[spec.name]
     expected = _expected_files(spec.name, reader, root)
@@ -137,6 +171,9 @@ def load_torchvision(spec: DatasetSpec, root: pathlib.Path, download: bool) -> D
         raise DatasetUnavailableError(
             f"{spec.label} is not in {root} (missing {_describe_files(missing)}) and download=False. "
             + OFFLINE_ADVICE)
+    if not missing and spec.name in ("cifar10", "cifar100"):
+        # (Files that are missing are downloaded: torchvision checks the archive's checksum before extracting.)
+        verify_cifar_files(spec, root / reader.base_folder)
     splits = {}
     try:
         for split in SPLITS:

@@ -3,19 +3,23 @@
 Every thread gets its own connection (WAL mode, ``busy_timeout``), so a background worker can write while several
 page sessions read. A transaction is "write" (``BEGIN IMMEDIATE``: it takes the write lock up front, so two
 writers wait for each other instead of failing on upgrade) or "read" (``BEGIN``: one consistent snapshot). A
-transaction opened inside another joins it; a write inside a read one is refused.
+transaction opened inside another joins it; a write inside a read one is refused. Work outside the database that
+must follow the transaction's fate (a mask file moved into place, or removed) is registered with `after`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pruning_core.infra.store.schema import open_connection
+
+log = logging.getLogger(__name__)
 
 
 class Connections:
@@ -52,6 +56,7 @@ class Connections:
         self._local.conn = conn
         self._local.depth = 0
         self._local.mode = None
+        self._local.hooks = []
         return conn
 
     def close(self) -> None:
@@ -78,17 +83,44 @@ class Connections:
                 local.depth -= 1
             return
         conn.execute("BEGIN IMMEDIATE" if mode == "write" else "BEGIN")
-        local.depth, local.mode = 1, mode
+        local.depth, local.mode, local.hooks = 1, mode, []
         try:
             yield conn
         except BaseException:
             local.depth, local.mode = 0, None
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            finally:
+                self._run_hooks(committed=False)
             raise
         local.depth, local.mode = 0, None
         try:
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            finally:
+                self._run_hooks(committed=False)
             raise
+        self._run_hooks(committed=True)
+
+    def after(self, on_commit: Callable[[], None] | None = None,
+              on_rollback: Callable[[], None] | None = None) -> None:
+        """Inside a transaction of this thread: call `on_commit` once the outermost transaction has committed, or
+        `on_rollback` once it has rolled back (in the order registered). A hook's error is logged, not raised: the
+        transaction's outcome is already decided."""
+        if not getattr(self._local, "depth", 0):
+            raise RuntimeError("Connections.after needs an open transaction")
+        self._local.hooks.append((on_commit, on_rollback))
+
+    def _run_hooks(self, committed: bool) -> None:
+        hooks, self._local.hooks = self._local.hooks, []
+        for on_commit, on_rollback in hooks:
+            hook = on_commit if committed else on_rollback
+            if hook is None:
+                continue
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - see `after`
+                log.warning("store: a hook after %s failed", "commit" if committed else "rollback", exc_info=True)

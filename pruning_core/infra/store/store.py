@@ -48,6 +48,7 @@ class Store:
         self.masks_dir = self.path.parent / "masks"
         self._connections = Connections(self.path, repr(self))
         migrate(self.path)
+        self.tidy_mask_files()
         if recover:
             self.recover_orphans()
 
@@ -202,18 +203,20 @@ class Store:
             conn.execute("UPDATE runs SET layers_meta = ? WHERE id = ?", (meta, run_id))
 
     def save_masks(self, run_id: int, masks: Mapping[str, Any]) -> Path:
-        """Write a run's masks (name -> bool tensor) bit-packed and compressed, atomically; return the file."""
+        """Write a run's masks (name -> bool tensor) bit-packed and compressed, replacing any it had; return the
+        file, which takes its name when the (outermost) transaction commits and is removed if it rolls back."""
         with self._transaction("read") as conn:
             run_id = self._row(conn, run_id)["id"]
         target = mask_files.mask_path(self.masks_dir, self.path, run_id)
-        mask_files.write_masks(target, masks)
+        temporary = mask_files.write_temporary(target, masks)
         try:
             with self._transaction("write") as conn:
-                self._row(conn, run_id)
+                self._row(conn, run_id)   # deleted meanwhile: UnknownRunError, and the file goes
                 conn.execute("UPDATE runs SET masks_file = ? WHERE id = ?", (target.name, run_id))
-        except UnknownRunError:  # deleted meanwhile
-            with contextlib.suppress(OSError):
-                target.unlink()
+                self._connections.after(on_commit=lambda: mask_files.publish(temporary, target),
+                                        on_rollback=lambda: mask_files.discard(temporary))
+        except BaseException:
+            mask_files.discard(temporary)
             raise
         return target
 
@@ -267,15 +270,26 @@ class Store:
             return recovery.recover_orphans(conn)
 
     def delete_run(self, run_id: int) -> None:
-        """Delete a run with its metrics, layer rows and mask file."""
+        """Delete a run with its metrics, layer rows and mask file (the file once the deletion commits)."""
         with self._transaction("write") as conn:
-            row = self._row(conn, run_id)
-            conn.execute("DELETE FROM metrics WHERE run_id = ?", (row["id"],))
-            conn.execute("DELETE FROM layers WHERE run_id = ?", (row["id"],))
-            conn.execute("DELETE FROM runs WHERE id = ?", (row["id"],))
+            self._delete_run_rows(conn, self._row(conn, run_id))
+
+    def _delete_run_rows(self, conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+        """Inside a write transaction: delete a run's rows; its mask file goes when the transaction commits."""
+        conn.execute("DELETE FROM metrics WHERE run_id = ?", (row["id"],))
+        conn.execute("DELETE FROM layers WHERE run_id = ?", (row["id"],))
+        conn.execute("DELETE FROM runs WHERE id = ?", (row["id"],))
         if row["masks_file"] is not None:
-            with contextlib.suppress(FileNotFoundError):
-                (self.masks_dir / row["masks_file"]).unlink()
+            path = self.masks_dir / row["masks_file"]
+            self._connections.after(on_commit=lambda: mask_files.discard(path))
+
+    def tidy_mask_files(self) -> list[str]:
+        """Tidy the mask files a killed process left behind (`mask_files.clean_leftovers`; opening does this)."""
+        return mask_files.clean_leftovers(self.masks_dir, self.path, self._mask_file_names, time.time())
+
+    def _mask_file_names(self) -> list[str]:
+        with self._transaction("read") as conn:
+            return [r[0] for r in conn.execute("SELECT masks_file FROM runs WHERE masks_file IS NOT NULL")]
 
     # ---- reading runs ----
     def _run_dict(self, conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
@@ -444,14 +458,12 @@ class Store:
             conn.execute("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?", (status, time.time(), row["id"]))
 
     def delete_sweep(self, sweep_id: int) -> None:
-        """Delete a sweep and all its cell runs (with their metrics, layers and masks)."""
-        with self._transaction("read") as conn:
-            self._sweep_row(conn, sweep_id)
-            run_ids = [r[0] for r in conn.execute("SELECT id FROM runs WHERE sweep_id = ?", (sweep_id,))]
-        for run_id in run_ids:
-            with contextlib.suppress(UnknownRunError):
-                self.delete_run(run_id)
+        """Delete a sweep and all its cell runs (with their metrics, layers and masks), in one transaction: all
+        of it or, when anything fails, nothing."""
         with self._transaction("write") as conn:
+            sweep_id = self._sweep_row(conn, sweep_id)["id"]
+            for row in conn.execute("SELECT * FROM runs WHERE sweep_id = ?", (sweep_id,)).fetchall():
+                self._delete_run_rows(conn, row)
             conn.execute("DELETE FROM sweeps WHERE id = ?", (sweep_id,))
 
 
