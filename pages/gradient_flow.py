@@ -3,8 +3,9 @@ the norm of the gradient at initialisation and along training for a dense networ
 standard initialisation, the same sparse one with the sparsity-aware initialisation, and a lottery ticket
 from IMP, side by side with the accuracy they reach.
 
-`pc.gradient_flow` trains every variant, so it runs on the server's study pool (pruning_core.studies.tasks),
-keyed by its parameters: a rerun, another viewer or a return to the page re-attaches to the same computation.
+`pc.gradient_flow` trains every variant, so it is a job in the server's queue (pruning_core.studies.tasks), run
+by a worker process and named by its parameters: a rerun, another viewer or a return to the page re-attaches to
+the same computation, and a finished one is reused from the store.
 """
 
 from __future__ import annotations
@@ -78,33 +79,14 @@ def show_results(df: pd.DataFrame, dataset: str) -> None:
                             "loss, test accuracy, density.")
 
 
-def measure(values: dict, key: tuple) -> None:
-    """on_click of the run button: start the measurement on the study pool (or join the running one)."""
-    params = {k: values[k] for k in ("dataset", "model", "method", "sparsity", "epochs", "seed", "variants")}
-    state.study_pool().submit(key, lambda task: tasks.gradient_flow_study(**params, task=task))
+def spec_of(values: dict) -> dict:
+    return tasks.gradient_flow_spec(**{k: values[k] for k in ("dataset", "model", "method", "sparsity", "epochs",
+                                                            "seed", "variants")})
 
 
-def panel(key: tuple, dataset: str) -> None:
-    """The measurement's progress (polled while it runs) and, once finished, its results."""
-    task = state.study_pool().get(key)
-    running = task is not None and not task.future.done()
-
-    def status() -> None:
-        current = state.study_pool().get(key)
-        with errors.error_boundary():
-            if current is None:
-                st.warning("The measurement was cancelled.", icon=":material/cancel:")
-            elif not current.future.done():
-                panels.task_status(current, "gf-task", lambda: state.study_pool().cancel(key), what="Measuring")
-                return
-            elif current.future.exception() is not None:
-                errors.show_error(current.future.exception())
-        if running:
-            st.rerun()  # finished (or cancelled): draw the results in the page itself, and stop polling
-
-    st.fragment(status, run_every=panels.POLL_S if running else None, key="gf-live")()
-    if task is not None and task.future.done() and not task.future.cancelled() and task.future.exception() is None:
-        show_results(task.future.result(), dataset)
+def measure(values: dict) -> None:
+    """on_click of the run button: queue the measurement (or join the one on its way)."""
+    panels.submit_study(spec_of(values))
 
 
 navigation.page_header("Gradient flow", "Why sparse networks train badly from a standard initialisation, and how a "
@@ -120,25 +102,25 @@ with errors.error_boundary():
         st.info("Choose at least one network to measure.", icon=":material/info:")
         st.stop()
     panels.require_dataset(values["dataset"], downloads=False)
-    key = ("gradient_flow", values["dataset"], values["model"], values["method"], values["sparsity"],
-           values["epochs"], values["seed"], tuple(values["variants"]))
-    task = state.study_pool().get(key)
-    failed = task is not None and task.future.done() and (task.future.cancelled() or task.future.exception())
-    if task is None or failed:
+    record = panels.study_record(spec_of(values))
+    failed = record is not None and record["status"] in ("failed", "cancelled")
+    if record is None or failed:
         st.button("Measure again" if failed else "Measure the gradient flow", type="primary",
-                  icon=":material/play_arrow:", key="gf-run", on_click=measure, args=(values, key),
+                  icon=":material/play_arrow:", key="gf-run", on_click=measure, args=(values,),
                   help="Prune and train every chosen network in the background while measuring its gradient. You "
                        "can change the settings or leave the page: the same settings re-attach to the same "
                        "measurement.")
-        if task is None:
+        if record is None:
             lottery = "lottery" in values["variants"]
             st.caption(f"Trains {len(values['variants'])} network{'s' if len(values['variants']) != 1 else ''} for "
                        f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''} each"
                        + (f"; finding the lottery ticket first takes {IMP_ROUNDS} more trainings of that length "
                           "(IMP's rounds)" if lottery else "")
                        + f", on the {state.device_label()}.")
-    if task is not None:
-        panel(key, values["dataset"])
+    if record is not None:
+        panels.live_study(record["id"], "gf-task", "The measurement")
+        if record["status"] == "done":
+            show_results(tasks.study_tables(record)["measurements"], values["dataset"])
     with st.expander("What is measured, and why it matters", icon=":material/menu_book:"):
         st.markdown(
             "**Gradient flow** is how strongly the loss's gradient reaches the weights: its norm, restricted to the "
