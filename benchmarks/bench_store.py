@@ -63,7 +63,7 @@ def main() -> None:
             raise pc.Cancelled("benchmark")
 
         jobs.execute = held
-        manager = JobManager(store)
+        manager = JobManager(store, autostart=False)   # no worker process runs the cells: submissions alone
         # Half the cells are new, half are finished runs that the submission must find and reuse.
         cells = [pc.RunConfig(method="snip", sparsity=0.5, epochs=2, seed=seed) for seed in range(args.cells // 2)]
         cells += [pc.RunConfig(method="magnitude", sparsity=0.9, epochs=2, seed=seed)

@@ -1,9 +1,11 @@
 """Panels that follow background work: a run's status (queue position, progress bar with ETA, cancel button,
 its error), live fragments that poll the store while runs are queued or running, the submit buttons' helpers
-and the "reused from the store" note, a study's progress, and the sidebar's job queue.
+and the "reused from the store" note, studies in the queue, and the sidebar's job queue.
 
-The work itself lives in the job manager (or the study pool): a rerun, another widget or a closed tab never
-stops it, and a panel re-attaches to it from the store.
+The work itself runs in the job manager's worker processes: a rerun, another widget or a closed tab never stops
+it, and a panel re-attaches to it from the store. Watching costs little: a queued run's panel shows only its
+place; a running one fetches only the metric rows added since its last poll; polling slows down while nothing
+changes and stops when the run ends (or is deleted).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from dashboard.errors import error_boundary
 from dashboard.navigation import PAGES
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError, load_dataset
-from pruning_core.infra.store import ACTIVE_STATUSES
+from pruning_core.infra.store import ACTIVE_STATUSES, UnknownRunError
 from pruning_core.presentation import units
+from pruning_core.studies import tasks
 
-POLL_S = 1.0                 # how often a live panel re-reads the store
+POLL_S = 1.0                 # how often a live panel re-reads the store while its run changes
+QUEUED_POLL_S = 2.0          # ... while its run waits in the queue (only its place is shown)
+QUIET_POLLS = ((60.0, 10.0), (10.0, 3.0))   # nothing changed for this many seconds: poll this slowly
 QUEUE_POLL_S = 5.0           # how often the sidebar re-reads the job queue
 RERUN_STATUSES = (None, "failed", "cancelled")   # a configuration without a run, or whose run did not finish
 
@@ -63,8 +68,8 @@ def show_run_state(record: Mapping[str, Any], name: str, metrics: pd.DataFrame |
         if brief:
             st.markdown(f":material/hourglass_top: **{name}**: queued, {ahead}")
         else:
-            st.info(f"**{name}** is queued: {ahead}. Jobs run one at a time on this machine; this page picks "
-                    "the run up when it starts, even after a reload.", icon=":material/hourglass_top:")
+            st.info(f"**{name}** is queued: {ahead}. Everyone's jobs run in the order they were asked for; this "
+                    "page picks the run up when it starts, even after a reload.", icon=":material/hourglass_top:")
     elif status == "running":
         progress = record["progress"]
         total = float(progress["total"] or 0)
@@ -78,15 +83,18 @@ def show_run_state(record: Mapping[str, Any], name: str, metrics: pd.DataFrame |
         st.warning(f"**{name}** was cancelled before it finished.", icon=":material/cancel:")
 
 
-def job_status(record: Mapping[str, Any], key: str, metrics: pd.DataFrame | None = None) -> None:
-    """One run's state (`show_run_state`) with a button that cancels it while it is queued or running."""
+def job_status(record: Mapping[str, Any], key: str, metrics: pd.DataFrame | None = None,
+               name: str | None = None) -> None:
+    """One run's state (`show_run_state`, under `name`, default 'Run #<id>') with a button that cancels it while
+    it is queued or running."""
     run_id = record["id"]
+    name = name or f"Run #{run_id}"
     if record["status"] not in ACTIVE_STATUSES:
-        show_run_state(record, f"Run #{run_id}", metrics)
+        show_run_state(record, name, metrics)
         return
     text, cancel = st.columns([5, 1], vertical_alignment="center" if record["status"] == "queued" else "bottom")
     with text:
-        show_run_state(record, f"Run #{run_id}", metrics)
+        show_run_state(record, name, metrics)
     queued = record["status"] == "queued"
     cancel.button("Cancel", key=f"{key}-cancel-{run_id}", on_click=state.manager().cancel, args=(run_id,),
                   icon=":material/close:" if queued else ":material/stop_circle:",
@@ -118,46 +126,127 @@ def runs_status(records: Mapping[str, Mapping[str, Any]], key: str,
 
 
 # ---- live fragments -----------------------------------------------------------------------------------------
-def live_panel(run_id: int, key: str,
-               draw: Callable[[dict[str, Any], pd.DataFrame | None], None] | None = None) -> None:
-    """A fragment that shows a run's status (and `draw(record, metrics)`: its metric rows, None for a prune-only
-    run) and, while the run is queued or running, re-reads the store every POLL_S seconds (the record and the
-    metrics once each per poll); when the run ends the whole page reruns once to show the final state, and
-    polling stops."""
-    first = state.store().get_run(run_id)
-    active = first["status"] in ACTIVE_STATUSES
+def poll_interval(statuses: Collection[str], quiet_s: float) -> float | None:
+    """How often a panel of runs in these statuses re-reads the store, nothing having changed for `quiet_s`
+    seconds: None (never) once none is queued or running; slowly while they only wait in the queue; every
+    POLL_S while something changes, ever more slowly while nothing does."""
+    if not any(s in ACTIVE_STATUSES for s in statuses):
+        return None
+    base = POLL_S if "running" in statuses else QUEUED_POLL_S
+    return max([base] + [interval for after, interval in QUIET_POLLS if quiet_s >= after])
+
+
+@dataclass
+class Watch:
+    """What one session's panel knows of the runs it follows: the metric rows fetched so far (and the store's
+    cursor after them), what the runs looked like at the last poll and since when, and the polling interval
+    its fragment was registered with."""
+
+    frames: dict[int, pd.DataFrame]
+    cursors: dict[int, int]
+    seen: tuple = ()
+    changed_at: float = 0.0
+    interval: float | None = None
+
+    def metrics(self, run_id: int, record: Mapping[str, Any]) -> pd.DataFrame:
+        """The run's metric rows: those fetched before plus only those added since (none fetched when the
+        record's row count says nothing was added)."""
+        frame = self.frames.get(run_id)
+        if frame is not None and len(frame) == record.get("n_metrics"):
+            return frame
+        new, self.cursors[run_id] = state.store().new_metrics(run_id, after=self.cursors.get(run_id, 0))
+        frame = new if frame is None or frame.empty else (frame if new.empty else
+                                                          pd.concat([frame, new], ignore_index=True))
+        self.frames[run_id] = frame
+        return frame
+
+    def note(self, records: Sequence[Mapping[str, Any]], now: float | None = None) -> float:
+        """Record the runs' state at this poll; return the seconds since it last changed."""
+        now = time.time() if now is None else now
+        seen = tuple((r["id"], r["status"], r.get("n_metrics"), (r.get("progress") or {}).get("done"),
+                      (r.get("progress") or {}).get("message")) for r in records)
+        if seen != self.seen:
+            self.seen, self.changed_at = seen, now
+        return now - self.changed_at
+
+
+def _watch(key: str) -> Watch:
+    return st.session_state.setdefault(f"_watch-{key}", Watch({}, {}))
+
+
+def _gone(run_id: int) -> None:
+    st.info(f"Run #{run_id} is no longer in the store: it was deleted.", icon=":material/delete:")
+
+
+def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any], pd.DataFrame | None], None] | None = None,
+               name: str | None = None) -> None:
+    """A fragment that shows a run's status (and, once it has started, `draw(record, metrics)`: its metric rows,
+    None for a prune-only run) and re-reads the store while the run is queued or running (`poll_interval`).
+    A queued run shows only its place in the queue. When the run ends, is deleted, or the polling rate should
+    change, the whole page reruns once (the fragment is registered anew, or not at all). `name`: what the
+    status calls the run (default 'Run #<id>')."""
+    watch = _watch(f"{key}-{run_id}")
+    try:
+        first = state.store().get_run(run_id)
+    except UnknownRunError:
+        _gone(run_id)
+        return
+    watch.interval = poll_interval([first["status"]], watch.note([first]))
 
     def panel() -> None:
-        record = None
-        with error_boundary():
+        try:
             record = state.store().get_run(run_id)
-            metrics = state.store().metrics(run_id) if record["kind"] != "prune" else None
-            job_status(record, key, metrics)
-            if draw is not None:
-                draw(record, metrics)
-        if active and record is not None and record["status"] not in ACTIVE_STATUSES:
+        except UnknownRunError:
+            _gone(run_id)
+            if watch.interval is not None:
+                st.rerun()   # registered again without polling
+            return
+        with error_boundary():
+            if record["status"] == "queued":
+                job_status(record, key, name=name)
+            else:
+                trains = record["kind"] not in ("prune", tasks.STUDY_KIND)
+                metrics = watch.metrics(run_id, record) if trains else None
+                job_status(record, key, metrics, name=name)
+                if draw is not None:
+                    draw(record, metrics)
+        if watch.interval is not None and poll_interval([record["status"]], watch.note([record])) != watch.interval:
             st.rerun()
 
-    st.fragment(panel, run_every=POLL_S if active else None, key=f"{key}-live-{run_id}")()
+    st.fragment(panel, run_every=watch.interval, key=f"{key}-live-{run_id}")()
 
 
 def live_runs(run_ids: Sequence[int], key: str, draw: Callable[[dict[int, dict[str, Any]]], None]) -> None:
     """`live_panel` for several runs shown together (a method's sanity checks, IMP and GemMiner): a fragment
-    that calls draw({run id: record}) and, while any of them is queued or running, re-reads the store every
-    POLL_S seconds; when the last one ends the whole page reruns once. `draw` shows the runs' statuses
-    (`job_status`, `runs_status`) where it wants them."""
+    that calls draw({run id: record}) for those still in the store and re-reads the store while any of them is
+    queued or running; when the last one ends (or the polling rate should change) the whole page reruns once.
+    `draw` shows the runs' statuses (`job_status`, `runs_status`) where it wants them."""
     ids = list(dict.fromkeys(int(r) for r in run_ids))
-    active = any(state.store().get_run(r)["status"] in ACTIVE_STATUSES for r in ids)
+    watch = _watch(f"{key}-runs")
+
+    def records() -> dict[int, dict[str, Any]]:
+        found = {}
+        for run_id in ids:
+            try:
+                found[run_id] = state.store().get_run(run_id)
+            except UnknownRunError:
+                pass   # deleted: not drawn, not polled
+        return found
+
+    first = records()
+    watch.interval = poll_interval([r["status"] for r in first.values()], watch.note(list(first.values())))
 
     def panel() -> None:
-        records = None
+        current = None
         with error_boundary():
-            records = {r: state.store().get_run(r) for r in ids}
-            draw(records)
-        if active and records is not None and not any(r["status"] in ACTIVE_STATUSES for r in records.values()):
+            current = records()
+            draw(current)
+        if current is not None and watch.interval is not None and \
+                poll_interval([r["status"] for r in current.values()], watch.note(list(current.values()))) \
+                != watch.interval:
             st.rerun()
 
-    st.fragment(panel, run_every=POLL_S if active else None, key=f"{key}-live")()
+    st.fragment(panel, run_every=watch.interval, key=f"{key}-live")()
 
 
 # ---- submitting, and what the store already has ------------------------------------------------------------
@@ -225,16 +314,26 @@ def require_dataset(name: str, downloads: bool = True) -> None:
 
 
 # ---- studies and the job queue ------------------------------------------------------------------------------
-def task_status(task: Any, key: str, cancel: Callable[[], None], what: str = "Computing") -> None:
-    """A background study's progress bar (`pruning_core.studies.tasks`), with its ETA and a cancel button."""
-    eta = task.eta_s()
-    bar, button = st.columns([5, 1], vertical_alignment="bottom")
-    waiting = task.started is None
-    bar.progress(task.fraction, text=("Waiting for another analysis to finish…" if waiting else
-                                      f"{what}: {task.message} · {task.fraction:.0%}")
-                 + (f" · about {units.duration_text(eta)} left" if eta is not None else ""))
-    button.button("Cancel", key=f"{key}-cancel", on_click=cancel, icon=":material/stop_circle:", width="stretch",
-                  help="Stop this computation at its next progress point.")
+def study_record(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The study of these parameters in the store (`pruning_core.studies.tasks`): a finished one, else one on its
+    way, else the newest that failed or was cancelled; None when it was never asked for."""
+    db, key = state.store(), tasks.study_key(spec)
+    done = db.find_done(key, kind=tasks.STUDY_KIND)
+    if done is not None:
+        return done
+    latest = db.latest_runs([key], kind=tasks.STUDY_KIND)
+    return db.get_run(int(latest.iloc[0]["run_id"])) if not latest.empty else None
+
+
+def submit_study(spec: Mapping[str, Any]) -> int:
+    """Queue a study (a finished or active one of the same parameters is shared) and return its run id."""
+    return state.manager().submit_job(spec, tasks.study_key(spec), tasks.STUDY_KIND).run_id
+
+
+def live_study(run_id: int, key: str, name: str) -> None:
+    """A study's place in the queue, then its progress bar with the ETA and a cancel button, then its error if
+    it failed or that it was cancelled, under `name` (`live_panel`)."""
+    live_panel(run_id, key, name=name)
 
 
 def sidebar() -> None:
@@ -251,6 +350,6 @@ def _queue_line() -> None:
     queued = state.manager().queue_length()
     if queued:
         st.markdown(f"**:material/queue: Job queue:** {queued} job{'s' if queued != 1 else ''} queued or running")
-        st.caption("Everyone's jobs run one at a time on this machine, in the order they were asked for.")
+        st.caption("Everyone's jobs run in the order they were asked for, in the server's worker processes.")
     else:
         st.markdown("**:material/check_circle: Job queue:** idle")

@@ -1,6 +1,7 @@
-"""What the dashboard shares: one run store, one job manager and one study pool per server (every viewer's
-jobs queue on the one GPU or CPU, and pages only read the store), the device and its defaults, and each
-session's widget values, which live in the session and in the URL, so that a link reproduces a page's setup.
+"""What the dashboard shares: one run store and one job manager per server (every viewer's long work, studies
+included, queues for the worker processes, and pages only read the store), the device and its defaults, what a
+page may compute itself (bounded work only), and each session's widget values, which live in the session and in
+the URL, so that a link reproduces a page's setup.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ from typing import Any
 import streamlit as st
 import torch
 
-from pruning_core.config import DENSE, RunConfig
+from pruning_core.config import RunConfig
 from pruning_core.engine.data import DatasetUnavailableError, data_root, load_dataset
-from pruning_core.engine.methods import METHODS
 from pruning_core.engine.training import default_device, device_name
-from pruning_core.infra.jobs import JobManager
+from pruning_core.infra.jobs import JobManager, prune_seconds
 from pruning_core.infra.store import DEFAULT_PATH, ENV_VAR, Store
-from pruning_core.studies.tasks import TaskPool
 
-LIGHT_MODELS = ("mlp", "conv", "resnet20")  # pruned inline on a CPU (about a second or less on digits)
+INLINE_BUDGET_S = 2.0   # the most a page's own pruning may take (estimated); longer work is a queued job
+PREWARM_S = 10.0        # the workers start this long after the server's first visitor, if nothing asked sooner
 CPU_DEFAULTS = {"dataset": "digits", "model": "conv", "method": "synflow", "sparsity": 0.99, "epochs": 10}
 GPU_DEFAULTS = {"dataset": "cifar10", "model": "resnet20", "method": "synflow", "sparsity": 0.99, "epochs": 10}
 
 
-# ---- one store, one job manager and one study pool per server ---------------------------------------------
+# ---- one store and one job manager per server ---------------------------------------------------------------
 def db_path() -> str:
     """The run store's file: $PRUNING_DB, else ./runs/pruning.db (absolute)."""
     return str(Path(os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser().resolve())
@@ -39,7 +39,9 @@ def _store(path: str) -> Store:
 
 @st.cache_resource(show_spinner=False)
 def _manager(path: str) -> JobManager:
-    return JobManager(_store(path))
+    # Created with the server's first session: it recovers what a previous server left (queued jobs are run,
+    # interrupted ones failed) and starts the worker processes.
+    return JobManager(_store(path), prewarm_s=PREWARM_S)
 
 
 def store() -> Store:
@@ -48,14 +50,8 @@ def store() -> Store:
 
 
 def manager() -> JobManager:
-    """The server's job manager: one worker thread runs every viewer's jobs one at a time."""
+    """The server's job manager: its worker processes run every viewer's jobs, in the order asked for."""
     return _manager(db_path())
-
-
-@st.cache_resource(show_spinner=False)
-def study_pool() -> TaskPool:
-    """The server's pool for background studies that are not runs (`pruning_core.studies.tasks`)."""
-    return TaskPool()
 
 
 # ---- device ------------------------------------------------------------------------------------------
@@ -95,12 +91,11 @@ def device_defaults() -> dict[str, Any]:
 
 
 def runs_inline(config: RunConfig) -> bool:
-    """Whether pruning this configuration is quick enough to do in the page (about a second): any model on
-    a GPU, small models on a CPU; methods that train to find their masks always go to the job manager."""
-    spec = METHODS.get(config.method) if config.method != DENSE else None
-    if spec is not None and spec.run is not None:
-        return False
-    return on_gpu() or config.model in LIGHT_MODELS
+    """Whether pruning this configuration is bounded enough to do in the page: its estimated cost (model size x
+    rounds x the method's cost per round, `jobs.prune_seconds`) is within INLINE_BUDGET_S on this device. Longer
+    prunes (a big model on a CPU, a link asking for 100,000 rounds) and methods that train to find their masks
+    go to the job queue, where they show progress and can be cancelled."""
+    return prune_seconds(config, gpu=on_gpu()) <= INLINE_BUDGET_S
 
 
 def limit_cpu_threads() -> None:

@@ -4,8 +4,9 @@ standard initialisation, the same sparse one with the sparsity-aware initialisat
 and the sparse one trained with a moving mask (SET, RigL), side by side with the accuracy they reach; then how
 close the lottery ticket ends to the dense solution it was pruned from (pc.lottery_relearning).
 
-`pc.gradient_flow` trains every variant, so it runs on the server's study pool (pruning_core.studies.tasks),
-keyed by its parameters: a rerun, another viewer or a return to the page re-attaches to the same computation.
+`pc.gradient_flow` trains every variant, so it is a job in the server's queue (pruning_core.studies.tasks), run
+by a worker process and named by its parameters: a rerun, another viewer or a return to the page re-attaches to
+the same computation, and a finished one is reused from the store.
 """
 
 from __future__ import annotations
@@ -79,36 +80,14 @@ def show_results(df: pd.DataFrame, dataset: str) -> None:
                             "loss, test accuracy, density.")
 
 
-def measure(values: dict, key: tuple) -> None:
-    """on_click of the run button: start the measurement on the study pool (or join the running one)."""
-    params = {k: values[k] for k in ("dataset", "model", "method", "sparsity", "epochs", "seed", "variants")}
-    state.study_pool().submit(key, lambda task: tasks.gradient_flow_study(**params, task=task))
+def spec_of(values: dict) -> dict:
+    return tasks.gradient_flow_spec(**{k: values[k] for k in ("dataset", "model", "method", "sparsity", "epochs",
+                                                            "seed", "variants")})
 
 
-def panel(key: tuple, dataset: str, show=None) -> None:
-    """The measurement's progress (polled while it runs) and, once finished, its results (`show(result)`;
-    default: the gradient-flow results)."""
-    task = state.study_pool().get(key)
-    running = task is not None and not task.future.done()
-
-    def status() -> None:
-        current = state.study_pool().get(key)
-        with errors.error_boundary():
-            if current is None:
-                st.warning("The measurement was cancelled.", icon=":material/cancel:")
-            elif not current.future.done():
-                panels.task_status(current, "gf-task" if key[0] == "gradient_flow" else f"{key[0]}-task",
-                                   lambda: state.study_pool().cancel(key), what="Measuring")
-                return
-            elif current.future.exception() is not None:
-                errors.show_error(current.future.exception())
-        if running:
-            st.rerun()  # finished (or cancelled): draw the results in the page itself, and stop polling
-
-    st.fragment(status, run_every=panels.POLL_S if running else None,
-                key="gf-live" if key[0] == "gradient_flow" else f"{key[0]}-live")()
-    if task is not None and task.future.done() and not task.future.cancelled() and task.future.exception() is None:
-        (show or (lambda result: show_results(result, dataset)))(task.future.result())
+def measure(values: dict) -> None:
+    """on_click of the run button: queue the measurement (or join the one on its way)."""
+    panels.submit_study(spec_of(values))
 
 
 def show_relearning(table: pd.DataFrame) -> None:
@@ -126,18 +105,19 @@ def show_relearning(table: pd.DataFrame) -> None:
 
 
 def relearning_section(values: dict) -> None:
+    """Does the lottery ticket relearn its pruning solution? A study in the one job queue, like the measurement."""
     st.subheader("Does the lottery ticket relearn its pruning solution?", anchor=False)
-    key = ("relearning", values["dataset"], values["model"], values["sparsity"], values["epochs"], values["seed"])
-    task = state.study_pool().get(key)
-    failed = task is not None and task.future.done() and (task.future.cancelled() or task.future.exception())
-    if task is None or failed:
-        params = {k: values[k] for k in ("dataset", "model", "sparsity", "epochs", "seed")}
+    spec = tasks.relearning_spec(**{k: values[k] for k in ("dataset", "model", "sparsity", "epochs", "seed")})
+    record = panels.study_record(spec)
+    if record is None or record["status"] in ("failed", "cancelled"):
         st.button("Measure the distance to the pruning solution", icon=":material/straighten:", key="rl-run",
-                  on_click=lambda: state.study_pool().submit(key, lambda t: tasks.relearning_study(**params, task=t)),
+                  on_click=panels.submit_study, args=(spec,),
                   help="Train the dense network, prune it to a lottery ticket (one-shot IMP), and train the ticket "
                        "and the same mask from two fresh initialisations: five trainings of this length.")
-    if task is not None:
-        panel(key, values["dataset"], show=show_relearning)
+    if record is not None:
+        panels.live_study(record["id"], "rl-task", "The relearning measurement")
+        if record["status"] == "done":
+            show_relearning(tasks.study_tables(record)["relearning"])
 
 
 navigation.page_header("Gradient flow", "Why sparse networks train badly from a standard initialisation, and how a "
@@ -153,25 +133,25 @@ with errors.error_boundary():
         st.info("Choose at least one network to measure.", icon=":material/info:")
         st.stop()
     panels.require_dataset(values["dataset"], downloads=False)
-    key = ("gradient_flow", values["dataset"], values["model"], values["method"], values["sparsity"],
-           values["epochs"], values["seed"], tuple(values["variants"]))
-    task = state.study_pool().get(key)
-    failed = task is not None and task.future.done() and (task.future.cancelled() or task.future.exception())
-    if task is None or failed:
+    record = panels.study_record(spec_of(values))
+    failed = record is not None and record["status"] in ("failed", "cancelled")
+    if record is None or failed:
         st.button("Measure again" if failed else "Measure the gradient flow", type="primary",
-                  icon=":material/play_arrow:", key="gf-run", on_click=measure, args=(values, key),
+                  icon=":material/play_arrow:", key="gf-run", on_click=measure, args=(values,),
                   help="Prune and train every chosen network in the background while measuring its gradient. You "
                        "can change the settings or leave the page: the same settings re-attach to the same "
                        "measurement.")
-        if task is None:
+        if record is None:
             lottery = "lottery" in values["variants"]
             st.caption(f"Trains {len(values['variants'])} network{'s' if len(values['variants']) != 1 else ''} for "
                        f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''} each"
                        + (f"; finding the lottery ticket first takes {IMP_ROUNDS} more trainings of that length "
                           "(IMP's rounds)" if lottery else "")
                        + f", on the {state.device_label()}.")
-    if task is not None:
-        panel(key, values["dataset"])
+    if record is not None:
+        panels.live_study(record["id"], "gf-task", "The measurement")
+        if record["status"] == "done":
+            show_results(tasks.study_tables(record)["measurements"], values["dataset"])
     relearning_section(values)
     with st.expander("What is measured, and why it matters", icon=":material/menu_book:"):
         st.markdown(

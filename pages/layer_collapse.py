@@ -2,8 +2,9 @@
 largest compression at which no layer is emptied), a heat map of per-layer density across compression
 levels, and SynFlow's conservation law per layer.
 
-The study prunes the model dozens of times, so it runs on the server's study pool (pruning_core.studies.tasks)
-and the page polls it; the same study requested by several viewers is computed once.
+The study prunes the model dozens of times, so it is a job in the server's queue (pruning_core.studies.tasks),
+run by a worker process; every viewer sees its place and progress, and the same study requested by several
+viewers is computed once (and reused from the store afterwards).
 """
 
 from __future__ import annotations
@@ -134,43 +135,28 @@ with errors.error_boundary():
         st.info("Choose at least one method.", icon=":material/info:")
         st.stop()
     load_dataset(dataset, download=False)  # a missing dataset is explained here, before any work is queued
-    key = (dataset, model, seed, tuple(methods), tasks.LEVELS)
-    task = state.study_pool().get(key)
+    spec = tasks.collapse_spec(dataset, model, seed, methods)
+    record = panels.study_record(spec)
     quick = all(state.runs_inline(RunConfig(dataset=dataset, model=model, method=m)) for m in methods)
-    if task is None or task.future.cancelled():
-        if quick or st.button("Run the study", type="primary", icon=":material/play_arrow:",
-                              help="Prunes the model dozens of times in the background; big models on a CPU take "
-                                   "minutes."):
-            task = state.study_pool().submit(key, lambda t: tasks.collapse_study(dataset, model, seed, methods,
-                                                                                 task=t))
-        else:
+    if record is None or record["status"] == "cancelled":
+        if (quick and record is None) or st.button(
+                "Run the study", type="primary", icon=":material/play_arrow:", key="run-study",
+                help="Prunes the model dozens of times in the background job queue; big models on a CPU take "
+                     "minutes."):
+            record = state.store().get_run(panels.submit_study(spec))
+        elif record is None:
             slow = [units.method_label(m) for m in methods if METHODS[m].run is not None]
             why = (f"{', '.join(slow)} train{'s' if len(slow) == 1 else ''} a network for every probe" if slow
                    else f"pruning {widgets.choice_label('model', model)} on the {state.device_label()} takes a while")
             st.info(f"The study prunes the model dozens of times and {why}, so it can take minutes: press "
                     "**Run the study** to start it in the background.", icon=":material/schedule:")
-    if task is not None:
-        running = not task.future.done()
-
-        def panel() -> None:
-            with errors.error_boundary():
-                if not task.future.done():
-                    panels.task_status(task, "cancel-study", lambda: state.study_pool().cancel(key),
-                                       what="Studying")
-                    return
-                if task.future.cancelled():
-                    st.warning("The study was cancelled.", icon=":material/cancel:")
-                    return
-                error = task.future.exception()
-                if error is not None:
-                    errors.show_error(error)
-                    return
-            if running:
-                st.rerun()  # finished: draw the results in the page itself, and stop polling
-
-        st.fragment(panel, run_every=panels.POLL_S if running else None, key="study-live")()
-        if task.future.done() and not task.future.cancelled() and task.future.exception() is None:
-            show_results(task.future.result(), model)
+    elif record["status"] == "failed" and st.button("Run the study again", icon=":material/replay:",
+                                                     key="rerun-study"):
+        record = state.store().get_run(panels.submit_study(spec))
+    if record is not None:
+        panels.live_study(record["id"], "study", "The study")
+        if record["status"] == "done":
+            show_results(tasks.study_tables(record), model)
     with st.expander("SynFlow's conservation at initialization (computed now, no pruning)",
                      icon=":material/functions:"):
         init = conservation_at_init(dataset, model, seed)

@@ -1,7 +1,9 @@
-"""JobManager: background execution, one job at a time in order, sharing, cancelling, sweeps."""
+"""JobManager: execution in worker processes, one job at a time in order (one worker), sharing, cancelling,
+sweeps, masks handed over, and the estimate that decides what a page may prune itself."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 import pruning_core as pc
-from pruning_core.infra.jobs import JobManager, Submission
+from pruning_core.infra.jobs import JobManager, Submission, prune_seconds
 from pruning_core.infra.store import Store
 
 FAST = dict(dataset="digits", model="mlp", epochs=1)
@@ -17,7 +19,7 @@ FAST = dict(dataset="digits", model="mlp", epochs=1)
 
 @pytest.fixture()
 def manager(tmp_path):
-    jobs = JobManager(Store(tmp_path / "jobs.db"), device="cpu")
+    jobs = JobManager(Store(tmp_path / "jobs.db"), device="cpu", workers=1)
     yield jobs
     jobs.shutdown()
 
@@ -31,13 +33,16 @@ def wait_for(predicate, timeout=60.0):
     return False
 
 
-def test_submitted_run_executes_in_the_background(manager):
+def test_submitted_run_executes_in_a_worker_process(manager):
     run_id = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.5, **FAST))
     assert manager.store.get_run(run_id)["status"] in ("queued", "running")
     assert manager.wait_idle(120)
     record = manager.store.get_run(run_id)
     assert record["status"] == "done"
     assert record["summary"]["final_test_accuracy"] > 0.1
+    # Executed by the manager's worker process, not by a thread of this (the server's) process.
+    assert record["owner"]["pid"] != os.getpid()
+    assert record["owner"]["pid"] in manager.worker_pids()
 
 
 def test_runs_execute_one_at_a_time_in_submission_order(manager):
@@ -61,32 +66,18 @@ def test_runs_execute_one_at_a_time_in_submission_order(manager):
     assert starts == sorted(starts)
 
 
-def test_queue_positions_count_the_jobs_ahead(tmp_path, monkeypatch):
-    import pruning_core.infra.jobs as jobs_module
-
-    gate = threading.Event()
-    real_execute = jobs_module.execute
-
-    def held_execute(*args, **kwargs):
-        gate.wait(30)  # hold the worker inside the first run so that the others stay queued
-        return real_execute(*args, **kwargs)
-
-    monkeypatch.setattr(jobs_module, "execute", held_execute)
-    store = Store(tmp_path / "q.db")
-    jobs = JobManager(store, device="cpu")
-    try:
-        first = jobs.submit(pc.RunConfig(method="magnitude", sparsity=0.1, **FAST))
-        assert wait_for(lambda: jobs.current == first)
-        second = jobs.submit(pc.RunConfig(method="magnitude", sparsity=0.2, **FAST))
-        third = jobs.submit(pc.RunConfig(method="magnitude", sparsity=0.3, **FAST))
-        assert (store.queue_position(first), store.queue_position(second), store.queue_position(third)) == (0, 1, 2)
-        assert jobs.queue_length() == 3
-        gate.set()
-        assert jobs.wait_idle(120)
-        assert [store.queue_position(i) for i in (first, second, third)] == [None, None, None]
-    finally:
-        gate.set()
-        jobs.shutdown()
+def test_queue_positions_count_the_jobs_ahead(manager):
+    store = manager.store
+    first = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.1, **{**FAST, "epochs": 5000}))
+    assert wait_for(lambda: store.get_run(first)["status"] == "running")   # the worker is busy with it
+    second = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.2, **FAST))
+    third = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.3, **FAST))
+    assert (store.queue_position(first), store.queue_position(second), store.queue_position(third)) == (0, 1, 2)
+    assert manager.queue_length() == 3 and manager.current == first
+    manager.cancel(first)
+    assert manager.wait_idle(120)
+    assert [store.queue_position(i) for i in (first, second, third)] == [None, None, None]
+    assert [store.get_run(i)["status"] for i in (first, second, third)] == ["cancelled", "done", "done"]
 
 
 def test_the_same_configuration_is_shared_not_queued_twice(manager):
@@ -120,15 +111,19 @@ def test_cancelling_a_running_run_stops_it(manager):
     assert len(manager.store.metrics(run_id)) < 50
 
 
-def test_a_failing_run_is_recorded_and_the_worker_goes_on(manager, tmp_path):
+def test_a_failing_run_is_recorded_and_the_worker_goes_on(tmp_path):
     # A dataset that is not on disk, with downloads off (tests never download): the run fails.
-    manager.data_root, manager.download = str(tmp_path / "no-data"), False
-    bad = manager.submit(pc.RunConfig(dataset="cifar10", model="mlp", method="magnitude", sparsity=0.5, epochs=1))
-    good = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.5, **FAST))
-    assert manager.wait_idle(120)
-    assert manager.store.get_run(good)["status"] == "done"
-    failed = manager.store.get_run(bad)
-    assert failed["status"] == "failed" and "digits" in failed["error"]
+    manager = JobManager(Store(tmp_path / "jobs.db"), device="cpu", workers=1, data_root=str(tmp_path / "no-data"),
+                         download=False)
+    try:
+        bad = manager.submit(pc.RunConfig(dataset="cifar10", model="mlp", method="magnitude", sparsity=0.5, epochs=1))
+        good = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.5, **FAST))
+        assert manager.wait_idle(120)
+        assert manager.store.get_run(good)["status"] == "done"
+        failed = manager.store.get_run(bad)
+        assert failed["status"] == "failed" and "digits" in failed["error"]
+    finally:
+        manager.shutdown()
 
 
 def test_sweep_cells_run_and_the_sweep_finishes(manager):
@@ -162,52 +157,40 @@ def test_a_sweep_of_reused_cells_is_done_at_once(manager):
 
 
 # ---- masks handed over with a submission ----------------------------------------------------------------
-def counting_prunes(monkeypatch) -> list[str]:
-    """Record the method of every pc.prune the runner calls (the page's and the worker's pruning go through it)."""
-    from pruning_core.infra import runner
-
-    calls: list[str] = []
-    real = runner.prune
-
-    def prune(model, method, *args, **kwargs):
-        calls.append(method)
-        return real(model, method, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "prune", prune)
-    return calls
-
-
-def test_handed_over_masks_are_trained_without_pruning_again(manager, monkeypatch):
+def test_handed_over_masks_are_trained_without_pruning_again(manager):
     from pruning_core.infra import runner
 
     config = pc.RunConfig(method="snip", sparsity=0.9, seed=3, **FAST)
     digits = pc.load_dataset("digits")
-    found = runner.prune_with_config(runner.build_model(config, digits), config, digits)   # as the page prunes
-    calls = counting_prunes(monkeypatch)
+    # Masks of another method at the same density: the worker trains exactly these (pruning the configuration
+    # again would give SNIP's masks), which shows that it did not prune again.
+    other = config.replace(method="random")
+    found = runner.prune_with_config(runner.build_model(other, digits), other, digits)
+    own = runner.prune_with_config(runner.build_model(config, digits), config, digits)
+    assert any(bool((found.masks[n] != own.masks[n]).any()) for n in own.masks)
     submission = manager.submit_or_reuse(config, masks=found.masks)
     assert not submission.reused
     assert manager.wait_idle(120)
     record = manager.store.get_run(submission.run_id)
-    assert record["status"] == "done" and calls == []          # trained the masks it was given
+    assert record["status"] == "done"
     stored = manager.store.load_masks(submission.run_id)
     assert all(bool((stored[n] == found.masks[n]).all()) for n in found.masks)
     assert record["summary"]["kept"] == found.summary()["kept"]
     assert manager.store.layers(submission.run_id)["kept"].tolist() == found.layers["kept"].tolist()
     # Submitted again: the finished run is reused, and said to be.
     again = manager.submit_or_reuse(config, masks=found.masks)
-    assert again == Submission(submission.run_id, reused=True) and calls == []
+    assert again == Submission(submission.run_id, reused=True)
 
 
-def test_masks_that_cannot_stand_in_for_pruning_are_not_used(manager, monkeypatch):
+def test_masks_that_cannot_stand_in_for_pruning_are_not_used(manager):
     # Reinitialising the kept weights is part of pruning this configuration: masks alone do not reproduce it.
     config = pc.RunConfig(method="magnitude", sparsity=0.5, sanity="reinit", **FAST)
     wrong = {name: torch.zeros_like(weight, dtype=torch.bool)
              for name, _, weight in pc.prunable_weights(pc.MODELS["mlp"]((1, 8, 8), 10))}
-    calls = counting_prunes(monkeypatch)
     run_id = manager.submit_or_reuse(config, masks=wrong).run_id
     assert manager.wait_idle(120)
-    assert calls == ["magnitude"]
-    assert manager.store.get_run(run_id)["summary"]["kept"] > 0   # pruned for real, not the all-zero masks
+    record = manager.store.get_run(run_id)
+    assert record["status"] == "done" and record["summary"]["kept"] > 0   # pruned for real, not the all-zero masks
 
 
 def test_a_submission_is_validated_and_looked_up_once(manager, monkeypatch):
@@ -222,3 +205,17 @@ def test_a_submission_is_validated_and_looked_up_once(manager, monkeypatch):
     assert manager.wait_idle(120)
     assert manager.store.get_run(run_id)["status"] == "done"
     assert validations == [config.key()] and lookups == [(config.key(),)]
+
+
+# ---- what a page may prune itself ------------------------------------------------------------------------
+def test_prune_estimate_grows_with_rounds_model_and_method():
+    base = pc.RunConfig(dataset="digits", model="conv", method="synflow")
+    default = prune_seconds(base)
+    # Rounds multiply the cost: a link asking for 100,000 SynFlow rounds costs 1,000 times the default 100.
+    assert prune_seconds(base.replace(iterations=100_000)) == pytest.approx(1000 * default)
+    assert prune_seconds(base.replace(model="vgg16")) > 10 * default          # 150x the weights
+    assert prune_seconds(base.replace(method="magnitude")) < default / 10     # one round, no forward pass
+    assert prune_seconds(base.replace(method="imp")) == float("inf")          # trains to find its mask
+    assert prune_seconds(base.replace(method="dense", sparsity=0.0)) == 0.0
+    # On a GPU the same prune is estimated faster.
+    assert prune_seconds(base.replace(model="vgg16"), gpu=True) < prune_seconds(base.replace(model="vgg16")) / 10

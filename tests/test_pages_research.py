@@ -7,16 +7,14 @@ shows a plain message. Everything runs on the built-in digits dataset with one-e
 
 from __future__ import annotations
 
-import threading
 import time
 
-import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import APP, TIMEOUT, assert_clean, figures_of, texts, wait_idle
 
 import pruning_core as pc
-from dashboard import navigation, state
+from dashboard import navigation
 from pruning_core.config import RunConfig
 from pruning_core.infra import runner
 from pruning_core.infra.store import Store
@@ -145,8 +143,7 @@ def test_gradient_flow_page_measures_in_the_background_and_draws_the_curves(db):
     assert_clean(at)
     assert at.selectbox(key="gf-model").value == "mlp"
     at.button(key="gf-run").click().run()
-    key = ("gradient_flow", "digits", "mlp", "random", 0.9, 1, 0, ("dense", "sparse", "sparse_init"))
-    state.study_pool().get(key).future.result(timeout=60)
+    wait_idle(db, 90)   # a worker process measures it
     at.run()
     assert_clean(at)
     chart = figures_of(at)["gf-chart"]
@@ -158,48 +155,55 @@ def test_gradient_flow_page_measures_in_the_background_and_draws_the_curves(db):
     assert "gf-chart" in figures_of(again) and "gf-run" not in [b.key for b in again.button]
 
 
-def test_gradient_flow_page_shows_progress_and_cancels(db, monkeypatch):
-    release = threading.Event()
+def gf_spec(**changes) -> dict:
+    values = {"dataset": "digits", "model": "mlp", "method": "random", "sparsity": 0.9, "epochs": 1, "seed": 0,
+              "variants": GF["variants"], **changes}
+    return tasks.gradient_flow_spec(**values)
 
-    def slow_study(*args, task=None, **kwargs):
-        task.report("Dense: epoch 1 of 2", 1, 4)
-        while not release.wait(0.05):
-            task.report("Dense: epoch 1 of 2", 1, 4)   # raises Cancelled once the task is cancelled
-        return pd.DataFrame()
 
-    monkeypatch.setattr(tasks, "gradient_flow_study", slow_study)
-    at = open_page("gradient_flow", **GF, seed="7")
+def test_gradient_flow_page_shows_progress_and_cancels(db):
+    at = open_page("gradient_flow", **{**GF, "epochs": "20"}, seed="7")
     at.button(key="gf-run").click().run()
-    deadline = time.time() + 10
-    while not at.get("progress") and time.time() < deadline:
-        time.sleep(0.1)
+    run_id = int(Store(db).latest_runs([tasks.study_key(gf_spec(epochs=20, seed=7))], kind=tasks.STUDY_KIND)
+                 ["run_id"].iloc[0])
+    deadline = time.time() + 60
+    while not any("Dense: epoch" in b.proto.text for b in at.get("progress")) and time.time() < deadline:
+        time.sleep(0.2)
         at.run()
     (bar,) = at.get("progress")
-    assert "Measuring: Dense: epoch 1 of 2" in bar.proto.text and "25%" in bar.proto.text
-    at.button(key="gf-task-cancel").click().run()
-    release.set()
+    assert bar.proto.text.startswith("**The measurement**: Dense: epoch ") and " of 20 · " in bar.proto.text
+    at.button(key=f"gf-task-cancel-{run_id}").click().run()
     assert not at.exception
+    assert wait_for_status(db, run_id, "cancelled")
+    at.run()
     assert "gf-run" in [b.key for b in at.button]   # cancelled: the measurement can be started again
+    assert any("was cancelled" in w for w in texts(at, "warning"))
 
 
-def test_gradient_flow_page_bad_input_is_a_message(db, monkeypatch):
+def wait_for_status(db, run_id: int, status: str, timeout: float = 30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if Store(db, recover=False).get_run(run_id)["status"] == status:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_gradient_flow_page_bad_input_is_a_message(db):
     at = open_page("gradient_flow", variants=["nonsense"], dataset="tiny_imagenet", epochs="1")
     assert not at.exception
     assert any("`variants=['nonsense']` was ignored" in w for w in texts(at, "warning"))
     assert any("The dataset is not available" in e for e in texts(at, "error"))
 
-    def does_not_fit(*args, **kwargs):
-        raise ValueError("the model cannot take inputs of shape (1, 8, 8)")
-
-    monkeypatch.setattr(tasks, "gradient_flow_study", does_not_fit)
+    # A measurement that failed in its worker is its message, and can be started again.
+    store = Store(db)
+    spec = gf_spec(seed=8)
+    failed = store.create_run(spec, tasks.study_key(spec), kind=tasks.STUDY_KIND)
+    store.start_run(failed, "cpu")
+    store.fail_run(failed, "the model cannot take inputs of shape (1, 8, 8)")
     at = open_page("gradient_flow", **GF, seed="8")
-    at.button(key="gf-run").click().run()
-    key = ("gradient_flow", "digits", "mlp", "random", 0.9, 1, 8, ("dense", "sparse", "sparse_init"))
-    with pytest.raises(ValueError):
-        state.study_pool().get(key).future.result(timeout=30)
-    at.run()
     assert not at.exception
-    assert any(e.startswith("**This input does not work:** the model cannot take") for e in texts(at, "error"))
+    assert any(e.startswith("**The measurement failed:** the model cannot take") for e in texts(at, "error"))
     assert at.button(key="gf-run").label == "Measure again"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from dashboard import navigation, state
+from pruning_core.studies import tasks
 from pruning_core.infra.store import Store
 
 TIMEOUT = 90
@@ -68,8 +69,10 @@ def test_gradient_flow_page_offers_set_and_rigl_and_measures_the_relearning(db):
     options = at.multiselect(key="gf-variants").options
     assert "SET (dynamic, random regrowth)" in options and "RigL (dynamic, gradient regrowth)" in options
     at.button(key="rl-run").click().run()
-    key = ("relearning", "digits", "mlp", 0.9, 1, 3)
-    table = state.study_pool().get(key).future.result(timeout=120)
+    assert state.manager().wait_idle(120), "the relearning study did not finish in time"   # a worker measures it
+    spec = tasks.relearning_spec("digits", "mlp", 0.9, 1, 3)
+    record = state.store().find_done(tasks.study_key(spec), kind=tasks.STUDY_KIND)
+    table = tasks.study_tables(record)["relearning"]
     at.run()
     assert_clean(at)
     sentence = next(m.value for m in at.markdown if "lottery ticket" in m.value and "L2 distance" in m.value)

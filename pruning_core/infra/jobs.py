@@ -1,29 +1,73 @@
-"""A background job manager: one worker thread runs queued runs one at a time, in order.
+"""The job manager: one queue for all long work (training, prune jobs, sweeps, sanity checks, lottery tickets,
+studies), executed by worker processes (`pruning_core.infra.workers`), never by the web server.
 
-Long work (training, sweeps) must never run in a web page's script thread, where any widget change
-aborts it. The dashboard keeps ONE JobManager per server (in `st.cache_resource`); every viewer submits
-to it, so jobs queue on the single GPU or CPU instead of fighting over it. The run store is the single
-source of truth: the manager writes progress there and pages only read it. Nothing here knows about
-Streamlit.
+The dashboard keeps ONE JobManager per server (in `st.cache_resource`); every viewer submits to it. A
+submission is a queued run in the run store, left to the queue: the store is the single source of truth, so
+every viewer sees the same queue positions, a queued job survives a restart of the server, and the workers
+write progress and results where the pages read them. The manager's supervisor thread restarts a worker that
+died (failing the run it held, with the reason) and recovers runs and sweeps left behind by processes that
+died elsewhere. Nothing here knows about Streamlit; the CLI and `pc.sweep` run in their own process, as ever.
 """
 
 from __future__ import annotations
 
-import collections
+import functools
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from pruning_core.config import RunConfig
-from pruning_core.engine.prune import Cancelled
-from pruning_core.infra.runner import execute, masks_reusable
-from pruning_core.infra.store import ACTIVE_STATUSES, InvalidTransitionError, Store
+from pruning_core.config import DENSE, RunConfig
+from pruning_core.engine import masks as mk
+from pruning_core.engine.data import DATASETS
+from pruning_core.engine.layers import layer_table
+from pruning_core.engine.methods import METHODS
+from pruning_core.engine.models import MODELS
+from pruning_core.infra.runner import masks_reusable
+from pruning_core.infra.store import ACTIVE_STATUSES, QUEUE_TOKEN, InvalidTransitionError, Store, UnknownRunError
+from pruning_core.infra.workers import WorkerPool, worker_count, worker_devices
 
 log = logging.getLogger(__name__)
+
+SUPERVISE_S = 1.0    # how often the supervisor checks the workers
+RECOVER_S = 5.0      # how often it recovers runs and sweeps of processes that died
+
+# What a pruning round costs, fitted to prunes of the MLP, the small CNN and ResNet-20 on digits (1 CPU thread,
+# 2026-12-01: within 1.5x): a fixed part, a part per prunable weight (scoring, ranking, masking) and the
+# forward and backward passes over the images a round scores (a batch of 256 for data methods, one input for a
+# data-free score such as SynFlow's).
+ROUND_S = {"cpu": (1e-3, 3e-8, 5e10), "gpu": (2e-3, 1e-9, 2e12)}   # (fixed s, s per weight, FLOP/s)
+SCORED_IMAGES = 256
+
+
+@functools.lru_cache(maxsize=64)
+def model_size(model: str, dataset: str) -> tuple[int, int]:
+    """(prunable weights, dense FLOPs per image) of a model on a dataset's input shape."""
+    spec = DATASETS[dataset]
+    net = MODELS[model](spec.input_shape, spec.num_classes, seed=0)
+    masks = {name: torch.ones_like(weight, dtype=torch.bool) for name, _, weight in mk.prunable_weights(net)}
+    table = layer_table(net, masks, spec.input_shape)
+    return int(table["total"].sum()), int(table["flops_dense"].sum())
+
+
+def prune_seconds(config: RunConfig, gpu: bool = False) -> float:
+    """About how long pruning this configuration takes (seconds): model size x rounds x the method's cost per
+    round; infinite for methods that train to find their masks (IMP, GemMiner). For deciding what a page may
+    do itself and what must go to the job queue."""
+    if config.method == DENSE:
+        return 0.0
+    spec = METHODS[config.method]
+    if spec.run is not None:
+        return float("inf")
+    weights, flops = model_size(config.model, config.dataset)
+    fixed, per_weight, flop_rate = ROUND_S["gpu" if gpu else "cpu"]
+    images = SCORED_IMAGES if spec.needs_data else (1 if spec.layer_densities is None else 0)
+    rounds = config.iterations or spec.default_iterations
+    return rounds * (fixed + per_weight * weights + 3 * flops * images / flop_rate)
 
 
 @dataclass(frozen=True)
@@ -36,20 +80,34 @@ class Submission:
 
 
 class JobManager:
-    """Queue runs and sweeps in `store` and execute them on a daemon worker thread."""
+    """Queue work in `store` and have `workers` worker processes execute it, in order.
+
+    Workers start at the first submission, at once when the store already holds queued jobs (a restarted
+    server), or `prewarm_s` seconds after the manager was created (so that a first click finds one ready);
+    `prewarm_s=None` waits for work; `autostart=False` leaves starting them to `start_workers` (benchmarks of
+    the submission alone). Recovery runs when the manager is created, then every RECOVER_S seconds.
+    """
 
     def __init__(self, store: Store, device: str | None = None, data_root: str | None = None,
-                 download: bool = True):
+                 download: bool = True, workers: int | None = None, prewarm_s: float | None = None,
+                 autostart: bool = True):
         self.store = store
         self.device = device
         self.data_root = data_root
         self.download = download
-        self._queue: collections.deque[tuple[int, RunConfig, str]] = collections.deque()
-        self._wake = threading.Condition()
-        self._current: int | None = None
-        self._stopping = False
-        self._thread = threading.Thread(target=self._work, name="pruning-jobs", daemon=True)
-        self._thread.start()
+        count = workers if workers is not None else worker_count()
+        self.pool = WorkerPool(str(store.path), count, worker_devices(count, device), data_root, download)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._created = time.monotonic()
+        self._prewarm_s = prewarm_s
+        self._autostart = autostart
+        self.recover()
+        if autostart and self._queued_jobs():
+            self.pool.start()
+        self._supervisor = threading.Thread(target=self._supervise, name="pruning-jobs-supervisor", daemon=True)
+        self._supervisor.start()
 
     # ---- submitting ----------------------------------------------------------------------------
     def submit(self, config: RunConfig, kind: str = "train", sweep_id: int | None = None) -> int:
@@ -63,49 +121,63 @@ class JobManager:
         """`submit`, saying whether the run was reused. `masks`: the configuration's masks, already found (the
         page pruned it to show them): saved with a new run, whose worker trains them instead of pruning again
         (`runner.execute`). The configuration is validated, and looked up in the store, here and only here."""
-        return self._enqueue(config.canonical().validate(), kind, sweep_id, masks)
+        config = config.canonical().validate()
+        handed = masks if masks is not None and masks_reusable(config) else None
+        return self._enqueue(config.to_dict(), config.key(), kind, sweep_id, handed)
+
+    def submit_job(self, config: Mapping[str, Any], key: str, kind: str) -> Submission:
+        """Queue work that is not a `RunConfig` (a study: `pruning_core.studies.tasks`), described by a JSON-able
+        `config` and named by `key`; reused or shared like a run."""
+        return self._enqueue(dict(config), key, kind, None, None)
 
     def submit_sweep(self, cells: Sequence[RunConfig], description: dict[str, Any]) -> int:
         """Queue every cell of a sweep (reusing finished or active cells) and return the sweep id."""
         cells = [c.canonical().validate() for c in cells]
-        sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]}, status="running")
+        sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]}, status="running",
+                                           queue=True)
         for cell in cells:
-            self._enqueue(cell, "train", sweep_id)
-        self._settle_sweeps()  # every cell may have been reused: then the sweep is already done
+            self._enqueue(cell.to_dict(), cell.key(), "train", sweep_id, None)
+        self.store.settle_sweeps()   # every cell may have been reused: then the sweep is already done
         return sweep_id
 
-    def _enqueue(self, config: RunConfig, kind: str, sweep_id: int | None,
-                 masks: Mapping[str, torch.Tensor] | None = None) -> Submission:
-        """Queue a validated, canonical configuration unless the store has it done or this manager runs it."""
-        key = config.key()
-        with self._wake:
+    def _enqueue(self, config: dict[str, Any], key: str, kind: str, sweep_id: int | None,
+                 masks: Mapping[str, torch.Tensor] | None) -> Submission:
+        """Queue a validated configuration unless the store has it done or on its way (queued or running)."""
+        with self._lock:   # two viewers submitting the same thing at once get one job
             done = self.store.find_done(key, kind=kind)
             if done is not None:
                 return Submission(int(done["id"]), reused=True)
-            active = self.store.latest_runs([key], kind=kind)
-            if len(active) and active.iloc[0]["status"] in ACTIVE_STATUSES and int(active.iloc[0]["run_id"]) in \
-                    self.tracked():
-                return Submission(int(active.iloc[0]["run_id"]), reused=False)
-            run_id = self.store.create_run(config.to_dict(), key=key, kind=kind, sweep_id=sweep_id)
-            if masks is not None and masks_reusable(config):
+            active = self.store.active_run(key, kind=kind)
+            if active is not None:
+                return Submission(active, reused=False)
+            if masks is None:
+                run_id = self.store.create_run(config, key=key, kind=kind, sweep_id=sweep_id, queue=True)
+            else:
+                # Held by this process until its masks are saved, so no worker starts it before; then queued.
+                run_id = self.store.create_run(config, key=key, kind=kind, sweep_id=sweep_id)
                 try:
-                    self.store.save_masks(run_id, masks)   # before the worker can see the run
+                    self.store.save_masks(run_id, masks)
                 except (ValueError, OSError):
                     log.warning("masks handed over for run %s not saved: it prunes them again", run_id,
                                 exc_info=True)
-            self._queue.append((run_id, config, kind))
-            self._wake.notify()
-            return Submission(run_id, reused=False)
+                self.store.release_to_queue(run_id)
+        if self._autostart:
+            self.pool.start()
+        self.pool.wake()
+        return Submission(run_id, reused=False)
+
+    def start_workers(self) -> None:
+        """Start the worker processes now (they start by themselves on submission unless `autostart` is off)."""
+        self.pool.start()
 
     # ---- control and state ---------------------------------------------------------------------
     def cancel(self, run_id: int) -> None:
-        """Cancel a queued run at once, or a running one at its next progress point."""
+        """Cancel a queued run at once, or a running one at its next progress point (its worker sees the status
+        in the store)."""
         try:
             self.store.cancel_run(run_id)
-        except InvalidTransitionError:
-            pass  # already finished: nothing to cancel
-        with self._wake:
-            self._queue = collections.deque(job for job in self._queue if job[0] != run_id)
+        except (InvalidTransitionError, UnknownRunError):
+            pass  # already finished, or deleted: nothing to cancel
 
     def cancel_sweep(self, sweep_id: int) -> None:
         for run_id in self.store.list_runs(status=list(ACTIVE_STATUSES), sweep_id=sweep_id)["run_id"]:
@@ -116,78 +188,87 @@ class JobManager:
             pass
 
     def tracked(self) -> set[int]:
-        """Ids of the runs this manager will still execute (queued here or running now)."""
-        with self._wake:
-            ids = {job[0] for job in self._queue}
-            if self._current is not None:
-                ids.add(self._current)
-            return ids
+        """Ids of the queue's runs still to finish: waiting for a worker, or held by one of this manager's."""
+        pids = self.pool.all_pids
+        return {r["id"] for r in self.store.active_runs()
+                if (r["owner_token"] == QUEUE_TOKEN and r["owner_pid"] is None) or r["owner_pid"] in pids}
 
     @property
     def current(self) -> int | None:
-        return self._current
+        """The oldest run one of this manager's workers is running now, or None."""
+        pids = self.pool.all_pids
+        running = [r["id"] for r in self.store.active_runs() if r["status"] == "running" and r["owner_pid"] in pids]
+        return running[0] if running else None
+
+    def worker_pids(self) -> list[int]:
+        return self.pool.pids()
 
     def queue_length(self) -> int:
-        with self._wake:
-            return len(self._queue) + (self._current is not None)
+        """How many runs are queued or running on this machine (the job queue's, and any other process's)."""
+        return len(self.store.active_runs())
 
     def idle(self) -> bool:
-        return self.queue_length() == 0
+        return not self.tracked()
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nothing is queued or running (for scripts and tests)."""
-        with self._wake:
-            return self._wake.wait_for(lambda: not self._queue and self._current is None, timeout)
+    def wait_idle(self, timeout: float | None = None, poll_s: float = 0.05) -> bool:
+        """Block until none of the queue's runs is queued or running (for scripts and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.tracked():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+        return True
 
     def shutdown(self, cancel: bool = True, timeout: float | None = 30.0) -> None:
-        """Stop the worker; with `cancel`, queued runs are cancelled and the running one is stopped at its
-        next progress point. Waits up to `timeout` seconds for the worker to end."""
+        """Stop the supervisor and the workers; with `cancel`, the queue's runs are cancelled first (without,
+        queued runs stay queued for the next server, and a running one is recovered as interrupted). The workers
+        are terminated, and killed if they have not ended within `timeout` seconds."""
         if cancel:
             for run_id in self.tracked():
                 self.cancel(run_id)
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        self._stopping.set()
+        self.pool.stop(timeout if timeout is not None else 30.0)
+        if threading.current_thread() is not self._supervisor:
+            self._supervisor.join(5)
 
-    # ---- the worker ------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._queue or self._stopping)
-                if self._stopping:
-                    return
-                run_id, config, kind = self._queue.popleft()
-                self._current = run_id
-            try:
-                if self.store.get_run(run_id)["status"] == "queued":
-                    # Validated and looked up in the store when it was submitted: not again here.
-                    execute(config, self.store, kind=kind, run_id=run_id, reuse=False, validated=True,
-                            device=self.device, data_root=self.data_root, download=self.download)
-            except Cancelled:
-                pass
-            except Exception:  # recorded in the store as a failed run with its message
-                log.exception("run %s failed", run_id)
-            finally:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()  # give the GPU back to the next job (and other programs)
+    # ---- supervision and recovery --------------------------------------------------------------
+    def recover(self) -> None:
+        """Fail the runs whose process died (reason "interrupted"; queued jobs stay queued) and settle sweeps
+        with no active cell left or whose process died."""
+        try:
+            recovered = self.store.recover_orphans()
+            if recovered:
+                log.warning("runs %s were interrupted (their process died): marked failed", recovered)
+            self.store.settle_sweeps()
+        except Exception:   # bookkeeping must never end the supervisor (a busy store, a sweep deleted, ...)
+            log.exception("could not recover interrupted runs and sweeps")
+
+    def _fail_runs_of(self, pid: int, reason: str) -> None:
+        """Fail the runs a dead worker held (running, or claimed and about to start), with the reason."""
+        for run in self.store.active_runs():
+            if run["owner_pid"] == pid:
                 try:
-                    self._settle_sweeps()
-                except Exception:  # bookkeeping must never end the worker (a sweep deleted meanwhile, ...)
-                    log.exception("could not update sweep statuses")
-                with self._wake:
-                    self._current = None
-                    self._wake.notify_all()
+                    self.store.fail_run(run["id"], reason)
+                except (InvalidTransitionError, UnknownRunError):
+                    pass   # it finished (or was deleted) just before its worker died
 
-    def _settle_sweeps(self) -> None:
-        """Mark running sweeps done (or failed) once none of their cells is queued or running. Cells are
-        found by key, so a cell reused from an earlier run, or shared with another sweep, counts too."""
-        for sweep_id in self.store.list_sweeps(status="running")["sweep_id"]:
-            sweep = self.store.get_sweep(int(sweep_id))
-            keys = sweep["config"].get("cells", [])
-            runs = self.store.latest_runs(keys, kind="train")
-            if runs["status"].isin(ACTIVE_STATUSES).any():
-                continue
-            complete = len(runs) == len(set(keys)) and (runs["status"] == "done").all()
-            self.store.set_sweep_status(int(sweep_id), "done" if complete else "failed")
+    def _queued_jobs(self) -> bool:
+        return any(r["status"] == "queued" and r["owner_token"] == QUEUE_TOKEN for r in self.store.active_runs())
+
+    def _supervise(self) -> None:
+        last_recovery = time.monotonic()
+        while not self._stopping.wait(SUPERVISE_S):
+            try:
+                for pid, reason in self.pool.check():
+                    self._fail_runs_of(pid, reason)
+                if self._autostart and not self.pool.started and self._prewarm_s is not None and \
+                        time.monotonic() - self._created >= self._prewarm_s:
+                    self.pool.start()
+                if time.monotonic() - last_recovery >= RECOVER_S:
+                    last_recovery = time.monotonic()
+                    self.recover()
+                    if self._autostart and self._queued_jobs():
+                        self.pool.start()
+                        self.pool.wake()
+            except Exception:
+                log.exception("job supervisor: unexpected error; carrying on")

@@ -1,21 +1,20 @@
-"""Background studies that are not runs: the Layer collapse page's study (critical compression of every
-method, per-layer densities across compression levels, SynFlow's conservation law) and the Gradient flow
-page's measurement (pc.gradient_flow), and the small pool that runs them.
+"""Studies that are not runs of one configuration, queued in the job queue like runs: the Layer collapse page's
+study (critical compression of every method, per-layer densities across compression levels, SynFlow's
+conservation law) and the Gradient flow page's measurement (pc.gradient_flow).
 
-The job manager only runs `RunConfig`s; these studies prune the same model many times and store nothing,
-so they run on a pool of their own (one worker thread: studies queue behind each other). The dashboard keeps
-one pool per server (`dashboard.state.study_pool`). Tasks are kept by key, so every viewer asking for the same
-study shares one computation. Nothing here knows about Streamlit.
+A study is a run of kind STUDY_KIND in the store: its parameters are the run's config (`collapse_spec`,
+`gradient_flow_spec`), `study_key` names its result, a worker process runs it (`run_study`) and writes its
+progress, and its result tables are stored as JSON in the run's summary (`study_tables` reads them back). So
+every viewer sees its place in the one queue and can cancel it, and a finished study is reused, not recomputed.
+Nothing here knows about Streamlit.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+import hashlib
+import io
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -26,88 +25,40 @@ from pruning_core.engine.data import load_dataset
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.prune import Cancelled
 from pruning_core.infra import runner
+from pruning_core.infra.store import InvalidTransitionError, Store
 from pruning_core.presentation.units import sparsity_from_log
 from pruning_core.studies.analysis import critical_compression, layer_synaptic_flow
 
 LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)   # log10 compression levels of the heat map
+STUDY_KIND = "study"                          # the store's run kind of a study
 
 
-@dataclass
-class Task:
-    """One background computation: its progress (written by the worker) and its future."""
+class Progress:
+    """Where a study reports its progress: `report(message, done, total)`; raises Cancelled once `cancelled`."""
 
-    key: Hashable
-    future: Future | None = None
-    done: float = 0.0
-    total: float = 1.0
-    message: str = "queued"
-    started: float | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    def __init__(self) -> None:
+        self.cancelled = False
 
     def report(self, message: str, done: float, total: float) -> None:
-        if self.cancelled.is_set():
+        if self.cancelled:
             raise Cancelled(message)
-        self.message, self.done, self.total = message, done, total
-
-    @property
-    def fraction(self) -> float:
-        return min(max(self.done / self.total, 0.0), 1.0) if self.total else 0.0
-
-    def eta_s(self) -> float | None:
-        if self.started is None or self.done <= 0:
-            return None
-        elapsed = time.time() - self.started
-        return elapsed * (self.total - self.done) / self.done
 
 
-class TaskPool:
-    """Run keyed tasks on one worker thread; a second request for a key gets the same task."""
+class StoreProgress(Progress):
+    """A study's progress written to its run in the store; the run cancelled there (by any viewer) stops it."""
 
-    def __init__(self, max_kept: int = 32):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pruning-analysis")
-        self._tasks: OrderedDict[Hashable, Task] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max_kept = max_kept
+    def __init__(self, store: Store, run_id: int):
+        super().__init__()
+        self.store, self.run_id = store, run_id
 
-    def get(self, key: Hashable) -> Task | None:
-        with self._lock:
-            return self._tasks.get(key)
-
-    def submit(self, key: Hashable, fn: Callable[[Task], Any]) -> Task:
-        with self._lock:
-            task = self._tasks.get(key)
-            if task is not None and not (task.future.done() and (task.future.cancelled() or task.future.exception())):
-                return task  # running, queued or finished well: share it
-            task = Task(key)
-
-            def run() -> Any:
-                task.started = time.time()
-                return fn(task)
-
-            task.future = self._executor.submit(run)
-            self._tasks[key] = task
-            self._tasks.move_to_end(key)
-            while len(self._tasks) > self._max_kept:
-                oldest = next(iter(self._tasks))
-                if not self._tasks[oldest].future.done():
-                    break
-                del self._tasks[oldest]
-            return task
-
-    def cancel(self, key: Hashable) -> None:
-        with self._lock:
-            task = self._tasks.pop(key, None)
-        if task is not None:
-            task.cancelled.set()
-            task.future.cancel()
-
-    def pending(self) -> int:
-        with self._lock:
-            return sum(not t.future.done() for t in self._tasks.values())
+    def report(self, message: str, done: float, total: float) -> None:
+        if self.store.update_progress(self.run_id, done, total, message) == "cancelled":
+            self.cancelled = True
+        super().report(message, done, total)
 
 
 def collapse_study(dataset: str, model: str, seed: int, methods: Sequence[str], levels: Sequence[float] = LEVELS,
-                   task: Task | None = None) -> dict[str, pd.DataFrame]:
+                   task: Progress | None = None) -> dict[str, pd.DataFrame]:
     """For one model and seed: every method's critical compression, every method's per-layer density at each
     compression level, and SynFlow's per-layer conservation (at initialization, and after SynFlow pruning
     at each level).
@@ -159,24 +110,105 @@ def collapse_study(dataset: str, model: str, seed: int, methods: Sequence[str], 
 
 
 def gradient_flow_study(dataset: str, model: str, method: str, sparsity: float, epochs: int, seed: int,
-                        variants: Sequence[str], task: Task | None = None) -> pd.DataFrame:
+                        variants: Sequence[str], task: Progress | None = None,
+                        device: str | torch.device | None = None) -> pd.DataFrame:
     """`pc.gradient_flow` for the Gradient flow page: the dataset must be on disk (nothing is downloaded
     here); progress goes to the task, whose cancel stops the computation at its next measurement."""
     from pruning_core.studies.gradient_flow import gradient_flow
 
     data = load_dataset(dataset, download=False)
-    return gradient_flow(model, data, sparsity, method, list(variants), epochs, seed=seed,
+    return gradient_flow(model, data, sparsity, method, list(variants), epochs, seed=seed, device=device,
                          progress=task.report if task is not None else None,
-                         should_stop=task.cancelled.is_set if task is not None else None)
+                         should_stop=(lambda: task.cancelled) if task is not None else None)
 
 
 def relearning_study(dataset: str, model: str, sparsity: float, epochs: int, seed: int,
-                     task: Task | None = None) -> pd.DataFrame:
+                     task: Progress | None = None, device: str | None = None) -> pd.DataFrame:
     """`pc.lottery_relearning` for the Gradient flow page, on a dataset already on disk; progress goes to the
     task, whose cancel stops it at its next training step."""
     from pruning_core.studies.relearning import lottery_relearning
 
     data = load_dataset(dataset, download=False)
-    return lottery_relearning(model, data, sparsity, epochs, seed=seed,
+    return lottery_relearning(model, data, sparsity, epochs, seed=seed, device=device,
                               progress=task.report if task is not None else None,
-                              should_stop=task.cancelled.is_set if task is not None else None)
+                              should_stop=(lambda: task.cancelled) if task is not None else None)
+
+
+# ---- studies in the job queue -------------------------------------------------------------------------------
+def collapse_spec(dataset: str, model: str, seed: int, methods: Sequence[str],
+                  levels: Sequence[float] = LEVELS) -> dict[str, Any]:
+    """The queued study of the Layer collapse page, as a run's config."""
+    return {"study": "collapse", "dataset": dataset, "model": model, "seed": int(seed), "methods": list(methods),
+            "levels": [float(x) for x in levels]}
+
+
+def gradient_flow_spec(dataset: str, model: str, method: str, sparsity: float, epochs: int, seed: int,
+                       variants: Sequence[str]) -> dict[str, Any]:
+    """The queued measurement of the Gradient flow page, as a run's config."""
+    return {"study": "gradient_flow", "dataset": dataset, "model": model, "method": method,
+            "sparsity": float(sparsity), "epochs": int(epochs), "seed": int(seed), "variants": list(variants)}
+
+
+def relearning_spec(dataset: str, model: str, sparsity: float, epochs: int, seed: int) -> dict[str, Any]:
+    """The queued relearning measurement of the Gradient flow page (does the ticket relearn its pruning
+    solution?), as a run's config."""
+    return {"study": "relearning", "dataset": dataset, "model": model, "sparsity": float(sparsity),
+            "epochs": int(epochs), "seed": int(seed)}
+
+
+def study_key(spec: Mapping[str, Any]) -> str:
+    """The store key of a study's result: the same parameters, the same key."""
+    text = json.dumps(dict(spec), sort_keys=True, separators=(",", ":"))
+    return f"study-{spec['study']}-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _run_spec(spec: Mapping[str, Any], task: Progress, device: str | None) -> dict[str, pd.DataFrame]:
+    params = {k: v for k, v in spec.items() if k != "study"}
+    if spec["study"] == "collapse":
+        return collapse_study(**params, task=task)
+    if spec["study"] == "gradient_flow":
+        return {"measurements": gradient_flow_study(**params, task=task, device=device)}
+    if spec["study"] == "relearning":
+        return {"relearning": relearning_study(**params, task=task, device=device)}
+    raise ValueError(f"unknown study {spec['study']!r}; choose collapse, gradient_flow or relearning")
+
+
+def run_study(store: Store, run_id: int, device: str | None = None,
+              run: Callable[[Mapping[str, Any], Progress, str | None], dict[str, pd.DataFrame]] = _run_spec) -> None:
+    """Run a queued study (in a worker): start it, report its progress to the store, store its tables in its
+    summary. A failure is recorded with its message (not its traceback) and raised; a cancel is recorded."""
+    store.start_run(run_id, str(device or "cpu"))
+    progress = StoreProgress(store, run_id)
+    try:
+        tables = run(store.get_run(run_id)["config"], progress, device)
+        store.finish_run(run_id, {"tables": {name: encode_table(df) for name, df in tables.items()}})
+    except Cancelled:
+        _settle(store.cancel_run, run_id)
+        raise
+    except Exception as error:
+        _settle(store.fail_run, run_id, runner.describe_error(error))
+        raise
+
+
+def _settle(change: Callable[..., None], *args: Any) -> None:
+    try:
+        change(*args)
+    except InvalidTransitionError:
+        pass   # already cancelled by a viewer
+
+
+def study_tables(record: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """A finished study's result tables, from its run record."""
+    return {name: decode_table(text) for name, text in ((record.get("summary") or {}).get("tables") or {}).items()}
+
+
+def encode_table(df: pd.DataFrame) -> str:
+    """A result table as JSON text that `decode_table` turns back into the same frame (values and dtypes)."""
+    return json.dumps({"dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+                       "frame": json.loads(df.reset_index(drop=True).to_json(orient="split", index=False))})
+
+
+def decode_table(text: str) -> pd.DataFrame:
+    payload = json.loads(text)
+    frame = pd.read_json(io.StringIO(json.dumps(payload["frame"])), orient="split", dtype=False)
+    return frame.astype(payload["dtypes"]) if len(frame.columns) else frame

@@ -7,7 +7,8 @@ kept beside the database as bit-packed, compressed files: ``<db_dir>/masks/<db_n
 - `schema`: where the file lives, its tables, statuses and migrations (a newer file is refused, not modified).
 - `connections`: one SQLite connection per thread (WAL, ``busy_timeout``) and nesting transactions, so a
   background worker can write while several page sessions read.
-- `recovery`: which process owns a run; opening a store fails the runs whose owner is gone (killed, restarted).
+- `recovery`: which process owns a run or sweep; opening a store fails the runs whose owner is gone (killed,
+  restarted), keeps queued the runs left to the job queue, and settles sweeps whose driver is gone.
 - `encoding`: JSON columns, per-layer tables as JSON rows, strict JSON for export.
 - `records`: rows as the dicts and DataFrames the store returns.
 - `mask_files`: atomic, bit-packed mask files.
@@ -15,14 +16,14 @@ kept beside the database as bit-packed, compressed files: ``<db_dir>/masks/<db_n
 """
 
 from pruning_core.infra.store.records import SUMMARY_COLUMNS, TIMING_COLUMNS
-from pruning_core.infra.store.recovery import INTERRUPTED_ERROR, PROCESS_TOKEN, library_versions
+from pruning_core.infra.store.recovery import INTERRUPTED_ERROR, PROCESS_TOKEN, QUEUE_TOKEN, library_versions
 from pruning_core.infra.store.schema import (ACTIVE_STATUSES, BUSY_TIMEOUT_MS, DEFAULT_PATH, ENV_VAR, FINAL_STATUSES,
                                              METRIC_COLUMNS, MIGRATIONS, SCHEMA_VERSION, STATUSES, NewerDatabaseError)
 from pruning_core.infra.store.store import InvalidTransitionError, Store, UnknownRunError
 
 __all__ = [
     "ACTIVE_STATUSES", "BUSY_TIMEOUT_MS", "DEFAULT_PATH", "ENV_VAR", "FINAL_STATUSES", "INTERRUPTED_ERROR",
-    "METRIC_COLUMNS", "MIGRATIONS", "PROCESS_TOKEN", "SCHEMA_VERSION", "STATUSES", "SUMMARY_COLUMNS",
+    "METRIC_COLUMNS", "MIGRATIONS", "PROCESS_TOKEN", "QUEUE_TOKEN", "SCHEMA_VERSION", "STATUSES", "SUMMARY_COLUMNS",
     "TIMING_COLUMNS", "InvalidTransitionError", "NewerDatabaseError", "Store", "UnknownRunError",
     "library_versions",
 ]

@@ -95,7 +95,8 @@ def sweep_dict(row: sqlite3.Row, counts: Mapping[str, int]) -> dict[str, Any]:
     cells.update(counts)
     return {"id": row["id"], "config": loads(row["config"], {}), "status": row["status"],
             "created_at": row["created_at"], "updated_at": row["updated_at"], "cells": cells,
-            "n_cells": sum(cells.values())}
+            "n_cells": sum(cells.values()),
+            "owner": {"pid": row["owner_pid"], "token": row["owner_token"], "start": row["owner_start"]}}
 
 
 def sweeps_frame(sweeps: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

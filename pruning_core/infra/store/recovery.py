@@ -4,23 +4,31 @@ A run records its owner: process id, a random per-process token and the process 
 marks every queued or running run whose owner is gone as failed, so no run is ever left "running" by a killed
 or restarted process. The pid alone is not enough: a restarted server may get the same pid (the token tells it
 apart) and an unrelated process may reuse a dead owner's pid (its start time tells it apart).
+
+A run (or sweep) left to the job queue is owned by no process: its owner token is QUEUE_TOKEN until a worker
+claims it, so recovery leaves it queued (a restarted server's workers run it). A sweep driven by a process
+(`pc.sweep`) is settled once that process is gone; a sweep of the job queue once none of its cells is active.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import secrets
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 INTERRUPTED_ERROR = "interrupted: the process running it stopped (killed or restarted) before it finished"
 
 # Identifies this process among processes that had the same pid (a restarted server).
 PROCESS_TOKEN = secrets.token_hex(8)
+# The owner token of a run or sweep left to the job queue (no process owns it until a worker claims it).
+QUEUE_TOKEN = "queue"
 
 
 def process_start(pid: int) -> str | None:
@@ -76,18 +84,84 @@ def owner_columns() -> dict[str, Any]:
     return {"owner_pid": os.getpid(), "owner_token": PROCESS_TOKEN, "owner_start": OWN_START}
 
 
+def queue_owner_columns() -> dict[str, Any]:
+    """The owner columns of a run or sweep left to the job queue: no process, the queue's token."""
+    return {"owner_pid": None, "owner_token": QUEUE_TOKEN, "owner_start": None}
+
+
+def queue_owned(pid: int | None, token: str | None) -> bool:
+    return pid is None and token == QUEUE_TOKEN
+
+
+def claim_queued(conn: sqlite3.Connection, kinds: Sequence[str] | None = None) -> int | None:
+    """Inside the caller's write transaction: make this process the owner of the oldest queued run left to the
+    job queue (of these kinds); its id, or None when there is none."""
+    sql, params = "SELECT id FROM runs WHERE status = 'queued' AND owner_pid IS NULL AND owner_token = ?", \
+        [QUEUE_TOKEN]
+    if kinds is not None:
+        sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        params += list(kinds)
+    row = conn.execute(sql + " ORDER BY id LIMIT 1", params).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE runs SET owner_pid = ?, owner_token = ?, owner_start = ? WHERE id = ?",
+                 (*owner_columns().values(), row["id"]))
+    return int(row["id"])
+
+
+def release_to_queue(conn: sqlite3.Connection, run_id: int) -> None:
+    """Inside the caller's write transaction: leave a queued run to the job queue (no process owns it)."""
+    conn.execute("UPDATE runs SET owner_pid = ?, owner_token = ?, owner_start = ? WHERE id = ? AND status = 'queued'",
+                 (*queue_owner_columns().values(), run_id))
+
+
 def recover_orphans(conn: sqlite3.Connection) -> list[int]:
-    """Inside the caller's write transaction: fail the queued/running runs whose owner is gone; return their ids."""
+    """Inside the caller's write transaction: fail the queued/running runs whose owner is gone (a queued run left
+    to the job queue, which no process owns yet, stays queued); return their ids."""
     recovered = []
-    rows = conn.execute("SELECT id, owner_pid, owner_token, owner_start FROM runs "
+    rows = conn.execute("SELECT id, status, owner_pid, owner_token, owner_start FROM runs "
                         "WHERE status IN ('queued', 'running')").fetchall()
     now = time.time()
     for row in rows:
+        if row["status"] == "queued" and queue_owned(row["owner_pid"], row["owner_token"]):
+            continue
         if owner_gone(row["owner_pid"], row["owner_token"], row["owner_start"]):
             conn.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
                          (INTERRUPTED_ERROR, now, row["id"]))
             recovered.append(row["id"])
     return recovered
+
+
+def settle_sweeps(conn: sqlite3.Connection) -> list[int]:
+    """Inside the caller's write transaction: mark running sweeps done (every cell done) or failed once none of
+    their cells is queued or running, unless a live process drives the sweep (pc.sweep settles its own); return
+    their ids. Cells are found by key among training runs, so a cell reused from an earlier run counts too."""
+    settled = []
+    sweeps = conn.execute("SELECT id, config, owner_pid, owner_token, owner_start FROM sweeps "
+                          "WHERE status = 'running'").fetchall()
+    for sweep in sweeps:
+        # Sweeps of a version without owners (NULL) were the job queue's.
+        by_queue = sweep["owner_pid"] is None and sweep["owner_token"] in (None, QUEUE_TOKEN)
+        if not by_queue and not owner_gone(sweep["owner_pid"], sweep["owner_token"], sweep["owner_start"]):
+            continue
+        keys = list(dict.fromkeys(json.loads(sweep["config"]).get("cells") or []))
+        statuses: dict[str, set[str]] = {}
+        if keys:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                for row in conn.execute(f"SELECT key, status FROM runs WHERE kind = 'train' AND key IN "
+                                        f"({', '.join('?' * len(chunk))})", chunk):
+                    statuses.setdefault(row["key"], set()).add(row["status"])
+        else:
+            for row in conn.execute("SELECT key, status FROM runs WHERE sweep_id = ?", (sweep["id"],)):
+                statuses.setdefault(row["key"], set()).add(row["status"])
+        if any(found & {"queued", "running"} for found in statuses.values()):
+            continue
+        complete = bool(statuses) and all("done" in statuses.get(key, ()) for key in (keys or statuses))
+        conn.execute("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?",
+                     ("done" if complete else "failed", time.time(), sweep["id"]))
+        settled.append(sweep["id"])
+    return settled
 
 
 _INSTALLED_VERSIONS: dict[str, str | None] = {}

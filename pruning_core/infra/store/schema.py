@@ -86,6 +86,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX runs_status ON runs (status)",
         "CREATE INDEX runs_sweep ON runs (sweep_id)",
     ),
+    # 2 -> 3: who drives a sweep (a process running pc.sweep, or the job queue), so that the sweep of a process
+    # that died is settled instead of staying "running" forever.
+    (
+        "ALTER TABLE sweeps ADD COLUMN owner_pid INTEGER",
+        "ALTER TABLE sweeps ADD COLUMN owner_token TEXT",
+        "ALTER TABLE sweeps ADD COLUMN owner_start TEXT",
+        "CREATE INDEX sweeps_status ON sweeps (status)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -51,6 +51,7 @@ class Store:
         self.tidy_mask_files()
         if recover:
             self.recover_orphans()
+            self.settle_sweeps()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -113,9 +114,11 @@ class Store:
 
     # ---- runs ----
     def create_run(self, config: Mapping[str, Any], key: str, kind: str = "train", sweep_id: int | None = None,
-                   status: str = "queued") -> int:
+                   status: str = "queued", queue: bool = False) -> int:
         """Record a new run (owned by this process) and return its id; `key` names its result (the caller's
-        `RunConfig.key()`: the store does not know how configurations are keyed)."""
+        `RunConfig.key()`: the store does not know how configurations are keyed). With `queue`, a queued run is
+        left to the job queue instead: no process owns it until a worker claims it (`claim_queued`), so it
+        outlives this process."""
         if not isinstance(config, Mapping):
             raise ValueError(f"config must be a dict, got {type(config).__name__}")
         config = dict(config)
@@ -131,7 +134,7 @@ class Store:
         with self._transaction("write") as conn:
             if sweep_id is not None:
                 sweep_id = self._sweep_row(conn, sweep_id)["id"]
-            owner = recovery.owner_columns()
+            owner = recovery.queue_owner_columns() if queue and status == "queued" else recovery.owner_columns()
             if status not in ACTIVE_STATUSES:
                 owner = dict.fromkeys(owner)
             cur = conn.execute(
@@ -144,6 +147,24 @@ class Store:
                  now, now if status == "running" else None, now if status in FINAL_STATUSES else None,
                  sweep_id, *owner.values()))
             return int(cur.lastrowid)
+
+    # ---- the job queue (runs left to worker processes; see recovery) ----
+    def claim_queued(self, kinds: Sequence[str] | None = None) -> int | None:
+        """For a worker: take the oldest queued run left to the job queue (of these kinds), this process now its
+        owner (still queued until `start_run`); its id, or None. Two workers never claim the same run."""
+        with self._transaction("write") as conn:
+            return recovery.claim_queued(conn, kinds)
+
+    def release_to_queue(self, run_id: int) -> None:
+        """Leave a queued run of this process to the job queue (once prepared, e.g. its masks saved)."""
+        with self._transaction("write") as conn:
+            recovery.release_to_queue(conn, self._row(conn, run_id)["id"])
+
+    def active_runs(self) -> list[dict[str, Any]]:
+        """Every queued or running run, oldest first: id, kind, status, owner_pid, owner_token."""
+        with self._transaction("read") as conn:
+            return [dict(r) for r in conn.execute("SELECT id, kind, status, owner_pid, owner_token FROM runs "
+                                                  "WHERE status IN ('queued', 'running') ORDER BY id")]
 
     def start_run(self, run_id: int, device: str) -> None:
         """Mark a queued run running on `device`, owned by this process, with the library versions."""
@@ -265,9 +286,16 @@ class Store:
         self._transition(run_id, ACTIVE_STATUSES, "cancelled", lambda conn, row: {"finished_at": time.time()})
 
     def recover_orphans(self) -> list[int]:
-        """Mark queued/running runs whose owning process is gone as failed; return their ids."""
+        """Mark queued/running runs whose owning process is gone as failed (a queued run left to the job queue
+        stays queued); return their ids."""
         with self._transaction("write") as conn:
             return recovery.recover_orphans(conn)
+
+    def settle_sweeps(self) -> list[int]:
+        """Mark running sweeps with no queued or running cell done (all cells done) or failed, unless a live
+        process drives them; return their ids (`recovery.settle_sweeps`)."""
+        with self._transaction("write") as conn:
+            return recovery.settle_sweeps(conn)
 
     def delete_run(self, run_id: int) -> None:
         """Delete a run with its metrics, layer rows and mask file (the file once the deletion commits)."""
@@ -385,6 +413,19 @@ class Store:
                                 f"ORDER BY step, id", (run_id,)).fetchall()
         return records.metrics_frame(rows)
 
+    def new_metrics(self, run_id: int, after: int = 0) -> tuple[pd.DataFrame, int]:
+        """The metric rows a run gained since `after` (a cursor this method returned before; 0: all of them)
+        and the new cursor, for a viewer that fetches only what was added since its last poll. The rows come in
+        the order they were added, as `metrics` would give them."""
+        if isinstance(after, bool) or not isinstance(after, (int, np.integer)) or after < 0:
+            raise ValueError(f"after must be a cursor returned by new_metrics (0 at first), got {after!r}")
+        with self._transaction("read") as conn:
+            run_id = self._row(conn, run_id)["id"]
+            rows = conn.execute(f"SELECT id, step, {', '.join(METRIC_COLUMNS)}, extra FROM metrics "
+                                f"WHERE run_id = ? AND id > ? ORDER BY id", (run_id, int(after))).fetchall()
+        cursor = max((row["id"] for row in rows), default=int(after))
+        return records.metrics_frame(sorted(rows, key=lambda row: row["step"])), cursor
+
     def layers(self, run_id: int) -> pd.DataFrame | None:
         """A run's per-layer table as stored by `set_layers`, or None when none was stored."""
         with self._transaction("read") as conn:
@@ -418,16 +459,20 @@ class Store:
         return exported
 
     # ---- sweeps ----
-    def create_sweep(self, config: Mapping[str, Any], status: str = "queued") -> int:
-        """Record a sweep (its grid as a JSON-able dict) and return its id."""
+    def create_sweep(self, config: Mapping[str, Any], status: str = "queued", queue: bool = False) -> int:
+        """Record a sweep (its grid as a JSON-able dict; its cells' keys under "cells") and return its id. It is
+        driven by this process (settled by `settle_sweeps` if this process dies first), or with `queue` by the
+        job queue (settled once none of its cells is queued or running)."""
         if not isinstance(config, Mapping):
             raise ValueError(f"sweep config must be a dict, got {type(config).__name__}")
         config_json = dumps(dict(config), "sweep config")
         check_status(status)
         now = time.time()
+        owner = recovery.queue_owner_columns() if queue else recovery.owner_columns()
         with self._transaction("write") as conn:
-            cur = conn.execute("INSERT INTO sweeps (config, status, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                               (config_json, status, now, now))
+            cur = conn.execute("INSERT INTO sweeps (config, status, created_at, updated_at, owner_pid, owner_token, "
+                               "owner_start) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (config_json, status, now, now, *owner.values()))
             return int(cur.lastrowid)
 
     def _sweep_dict(self, conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:

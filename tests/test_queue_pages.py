@@ -1,0 +1,163 @@
+"""The one job queue as the pages show it (AppTest): a study queued from the Layer collapse page has a place that
+another session sees; a long prune asked for by a link is a queued, cancellable job, not the page's own work; a
+queued run shows only its place; watching fetches only new metric rows and slows down while nothing changes;
+the panel of a deleted run stops polling."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit
+from streamlit.testing.v1 import AppTest
+from test_app import APP, TIMEOUT, texts
+
+from dashboard import navigation, panels, state
+from pruning_core.config import RunConfig
+from pruning_core.infra.store import Store
+from pruning_core.studies import tasks
+
+LONG = RunConfig(dataset="digits", model="mlp", method="magnitude", sparsity=0.5, epochs=5000)   # stopped by tests
+
+
+def open_page(page: str, **params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page(navigation.PAGES[page])
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def wait_for(predicate, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def occupy_the_worker() -> int:
+    """Submit a long run and wait until the worker runs it: what is submitted next waits in the queue."""
+    run_id = state.manager().submit(LONG)
+    assert wait_for(lambda: state.store().get_run(run_id)["status"] == "running", 90)
+    return run_id
+
+
+def test_a_study_from_the_layer_collapse_page_has_a_place_every_session_sees(db):
+    blocker = occupy_the_worker()
+    first = open_page("collapse", methods=["magnitude", "random"])      # quick: queued without a click
+    assert not first.exception
+    spec = tasks.collapse_spec("digits", "conv", 0, ["magnitude", "random"])
+    (study,) = Store(db).latest_runs([tasks.study_key(spec)], kind=tasks.STUDY_KIND)["run_id"]
+    second = open_page("collapse", methods=["magnitude", "random"])     # another viewer, another session
+    assert not second.exception
+    assert any(t.startswith("**The study** is queued: 1 job ahead of it.") for t in texts(second, "info"))
+    assert f"study-cancel-{study}" in [b.key for b in second.button]    # anyone may cancel it
+    assert len(Store(db).list_runs(kind=tasks.STUDY_KIND)) == 1         # both sessions share one job
+    state.manager().cancel(blocker)
+    assert state.manager().wait_idle(120)
+    second.run()
+    assert {"critical", "heatmap", "conservation"} <= {c.key for c in second.get("plotly_chart")}
+
+
+def test_a_long_prune_asked_for_by_a_link_is_a_queued_job_that_can_be_cancelled(db):
+    # 100,000 SynFlow rounds: minutes of work, so the page does not prune it itself.
+    at = open_page("prune", dataset="digits", model="conv", method="synflow", iterations="100000", epochs="1")
+    assert not at.exception
+    assert any("runs in the background job queue rather than in the page" in t for t in texts(at, "info"))
+    assert "prune-density" not in [c.key for c in at.get("plotly_chart")]
+    at.button(key="prune-background").click().run()
+    (run_id,) = Store(db).list_runs(kind="prune")["run_id"]
+    assert wait_for(lambda: state.store().get_run(int(run_id))["progress"]["message"].startswith("pruning"), 90)
+    at.run()
+    assert any("pruning: round" in p.proto.text for p in at.get("progress")), [p.proto.text for p in at.get("progress")]
+    at.button(key=f"prune-job-cancel-{run_id}").click().run()
+    assert wait_for(lambda: state.store().get_run(int(run_id))["status"] == "cancelled", 30)
+    assert state.store().get_run(int(run_id))["progress"]["done"] < 100_000
+
+
+def test_a_queued_run_shows_only_its_place(db, monkeypatch):
+    occupy_the_worker()
+    config = RunConfig(dataset="digits", model="mlp", method="magnitude", sparsity=0.9, epochs=1)
+    run_id = state.manager().submit(config)
+    fetched = []
+    real = Store.new_metrics
+    monkeypatch.setattr(Store, "new_metrics", lambda self, *a, **k: fetched.append(a) or real(self, *a, **k))
+    at = open_page("prune", dataset="digits", model="mlp", method="magnitude", sparsity="0.9", epochs="1",
+                   run=str(run_id))
+    assert not at.exception
+    assert any(t.startswith(f"**Run #{run_id}** is queued: 1 job ahead of it.") for t in texts(at, "info"))
+    assert "train-curves" not in [c.key for c in at.get("plotly_chart")] and fetched == []
+
+
+def test_watching_fetches_only_the_rows_added_since_the_last_poll(db):
+    store = state.store()
+    run_id = store.create_run(RunConfig().to_dict(), "k")
+    store.start_run(run_id, "cpu")
+    store.add_metrics(run_id, [{"step": s, "epoch": s / 10, "train_loss": 1.0 / (s + 1)} for s in range(5)])
+    watch = panels.Watch({}, {})
+    asked = []
+    real = store.new_metrics
+    store.new_metrics = lambda r, after=0: asked.append(after) or real(r, after=after)
+    try:
+        first = watch.metrics(run_id, store.get_run(run_id))
+        assert len(first) == 5
+        assert watch.metrics(run_id, store.get_run(run_id)) is first and asked == [0]   # nothing new: no query
+        store.add_metrics(run_id, [{"step": s, "epoch": s / 10, "test_accuracy": 0.5} for s in range(5, 8)])
+        both = watch.metrics(run_id, store.get_run(run_id))
+        assert asked[-1] > 0 and len(both) == 8                    # asked only for what followed the cursor
+        pd.testing.assert_frame_equal(both[store.metrics(run_id).columns], store.metrics(run_id))
+    finally:
+        del store.new_metrics
+
+
+def test_polling_slows_while_nothing_changes_and_stops_when_nothing_is_active():
+    assert panels.poll_interval(["running"], 0) == panels.POLL_S
+    assert panels.poll_interval(["queued"], 0) == panels.QUEUED_POLL_S
+    assert panels.poll_interval(["running"], 15) == 3.0 and panels.poll_interval(["running"], 120) == 10.0
+    assert panels.poll_interval(["done", "failed"], 0) is None
+    assert panels.poll_interval(["done", "queued"], 0) == panels.QUEUED_POLL_S
+    watch = panels.Watch({}, {})
+    record = {"id": 1, "status": "running", "n_metrics": 3, "progress": {"done": 1, "message": "training"}}
+    assert watch.note([record], now=100.0) == 0.0
+    assert watch.note([record], now=112.0) == 12.0                 # unchanged for 12 s
+    assert watch.note([{**record, "n_metrics": 4}], now=113.0) == 0.0
+
+
+CAPTURED: list = []   # (fragment body, run_every) of every fragment the panel registers
+
+
+def watch_script():
+    import streamlit as st
+    import test_queue_pages as here
+
+    from dashboard import panels
+
+    if st.session_state.pop("replay", False):
+        here.CAPTURED[-1][0]()    # the fragment's body, as its timer runs it
+    else:
+        panels.live_panel(int(st.query_params["run"]), key="w")
+
+
+def test_the_panel_of_a_deleted_run_says_so_and_stops_polling(db, monkeypatch):
+    real = streamlit.fragment
+
+    def recording(func=None, *, run_every=None, **kwargs):
+        CAPTURED.append((func, run_every))
+        return real(func, run_every=run_every, **kwargs)
+
+    monkeypatch.setattr(streamlit, "fragment", recording)
+    CAPTURED.clear()
+    store = Store(db)
+    run_id = store.create_run(RunConfig().to_dict(), "k", queue=True)
+    at = AppTest.from_function(watch_script, default_timeout=TIMEOUT)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    assert CAPTURED[-1][1] == panels.QUEUED_POLL_S          # queued: polled
+    store.delete_run(run_id)
+    at.session_state["replay"] = True
+    at.run()                                                # the next poll finds it gone: the page reruns once
+    assert not at.exception
+    assert any(f"Run #{run_id} is no longer in the store" in t for t in texts(at, "info"))
+    assert [r for _, r in CAPTURED[1:] if r is not None] == []   # and registers no polling fragment again
