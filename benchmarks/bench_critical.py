@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--model", default="vgg16_bn")
     parser.add_argument("--methods", default="synflow,synflow_l2,px,ntk_sap,prospr")
     parser.add_argument("--tolerance", type=float, default=0.05, help="bisection tolerance in log10 compression")
+    parser.add_argument("--max-log-compression", type=float, default=None,
+                        help="upper end of the search (default: one weight left, which always collapses)")
+    parser.add_argument("--timing-iterations", default="", help="rounds for the timing instead of the default, "
+                                                                 "e.g. px=10 (the table shows the rounds timed)")
     parser.add_argument("--cc-iterations", default="", help="rounds for the critical compression, e.g. px=10")
     parser.add_argument("--cc-batch", type=int, default=BATCH, help="samples per scoring batch for the critical "
                                                                      "compression of data-driven methods")
@@ -61,6 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     cc_rounds = parse_overrides(args.cc_iterations)
+    timing_rounds = parse_overrides(args.timing_iterations)
     dataset = pc.load_dataset("synthetic", shape=SHAPE, num_classes=10, train_size=BATCH * 10, test_size=BATCH)
 
     def build() -> torch.nn.Module:
@@ -69,21 +74,22 @@ def main() -> None:
     rows = []
     for method in args.methods.split(","):
         spec = pc.METHODS[method]
-        row = {"method": method, "rounds": spec.default_iterations, "prune_s": None, "cc": None}
+        rounds = timing_rounds.get(method, spec.default_iterations)
+        row = {"method": method, "rounds": spec.default_iterations, "timed_rounds": rounds, "prune_s": None, "cc": None}
         if not args.no_timing:
             torch.manual_seed(0)
-            batches = scoring_batches(method, spec.default_iterations, dataset, BATCH, device)
-            result = pc.prune(build(), method, 0.99, batches if spec.needs_data else None, input_shape=SHAPE)
+            batches = scoring_batches(method, rounds, dataset, BATCH, device)
+            result = pc.prune(build(), method, 0.99, batches if spec.needs_data else None, input_shape=SHAPE,
+                              iterations=rounds)
             row["prune_s"] = result.elapsed_s
-            print(f"{method:11s} {spec.default_iterations:4d} rounds {result.elapsed_s:8.1f} s", file=sys.stderr,
-                  flush=True)
+            print(f"{method:11s} {rounds:4d} rounds {result.elapsed_s:8.1f} s", file=sys.stderr, flush=True)
         if not args.no_critical:
             rounds = cc_rounds.get(method, spec.default_iterations)
             batch = args.cc_batch if spec.needs_data else 0
             batches = scoring_batches(method, rounds, dataset, args.cc_batch, device) if spec.needs_data else None
             started = time.perf_counter()
             found = pc.critical_compression(build, method, batches, input_shape=SHAPE, tolerance=args.tolerance,
-                                            iterations=rounds)
+                                            max_log_compression=args.max_log_compression, iterations=rounds)
             row.update(cc=found.log_compression, cc_rounds=rounds, cc_batch=batch, probes=len(found.evaluations),
                        cc_s=time.perf_counter() - started)
             print(f"{method:11s} critical 10^{found.log_compression:.2f} ({len(found.evaluations)} probes, "
@@ -92,12 +98,13 @@ def main() -> None:
 
     print(f"\nModel: {args.model}; device: {device_name(device)}; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} CPU threads; torch {torch.__version__}; {datetime.date.today().isoformat()}; "
-          f"critical compression to within {args.tolerance} in log10\n")
-    print("| method | default rounds | prune s (99%, defaults) | critical log10 compression | rounds / batch there "
-          "| probes | search s |")
+          f"critical compression to within {args.tolerance} in log10, searched up to "
+          f"10^{args.max_log_compression or 'log10(weights)'}\n")
+    print("| method | default rounds | prune s at 99% (rounds timed) | critical log10 compression "
+          "| rounds / batch there | probes | search s |")
     print("|---|---:|---:|---:|---|---:|---:|")
     for row in rows:
-        prune_s = "" if row["prune_s"] is None else f"{row['prune_s']:.1f}"
+        prune_s = "" if row["prune_s"] is None else f"{row['prune_s']:.1f} ({row['timed_rounds']})"
         if row["cc"] is None:
             print(f"| {row['method']} | {row['rounds']} | {prune_s} | | | | |")
             continue

@@ -297,19 +297,27 @@ def test_ntk_sap_rejects_bad_options_and_leaves_the_model_untouched(options, mes
 
 
 # ---- ProsPr ------------------------------------------------------------------------------------------------
-def prospr_meta_loss(c1, c2, mask1, mask2, steps=3, lr=0.1):
-    """L(θ_M) on the next batch after M masked SGD steps from θ₀ = c ⊙ m ⊙ θ, batches used in turn."""
+def prospr_meta_loss(c1, c2, mask1, mask2, steps=3, lr=0.01, batch_norm=False):
+    """L(θ_M) on the next batch after M masked SGD steps from θ₀ = c ⊙ m ⊙ θ, batches used in turn; with
+    batch_norm, a train-mode BatchNorm (batch mean and biased variance, eps 1e-5) whose γ, β take the steps too."""
     data = [(double(X1), torch.tensor(Y1)), (double(X2), torch.tensor(Y2))]
-    w1, w2 = double(W1) * mask1 * c1, double(W2) * mask2 * c2
+    params = [double(W1) * mask1 * c1, double(W2) * mask2 * c2]
+    if batch_norm:
+        params += [torch.ones(4, dtype=torch.float64, requires_grad=True),
+                   torch.zeros(4, dtype=torch.float64, requires_grad=True)]
+    step_masks = [mask1, mask2, 1.0, 1.0]
 
-    def loss(a, b, batch):
+    def loss(weights, batch):
         x, y = data[batch % 2]
-        return F.cross_entropy(torch.relu(x @ a.T) @ b.T, y)
+        z = x @ weights[0].T
+        if batch_norm:
+            z = weights[2] * (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5) + weights[3]
+        return F.cross_entropy(torch.relu(z) @ weights[1].T, y)
 
     for step in range(steps):
-        g1, g2 = torch.autograd.grad(loss(w1, w2, step), (w1, w2), create_graph=True)
-        w1, w2 = w1 - lr * g1 * mask1, w2 - lr * g2 * mask2
-    return loss(w1, w2, steps)
+        grads = torch.autograd.grad(loss(params, step), params, create_graph=True)
+        params = [w - lr * g * m for w, g, m in zip(params, grads, step_masks)]
+    return loss(params, steps)
 
 
 def finite_difference_scores(mask1, mask2, **kwargs) -> dict[str, torch.Tensor]:
@@ -355,6 +363,28 @@ def test_prospr_with_a_vanishing_learning_rate_is_snip_on_the_final_batch():
     snip = pc.prune(tiny_net(), "snip", 0.5, [(x, y)], iterations=1)
     for name in snip.scores:
         close(prospr.scores[name], snip.scores[name], rel=1e-5)
+
+
+def test_prospr_trains_batch_norm_on_batch_statistics_and_leaves_the_running_ones():
+    expected = finite_difference_scores(torch.ones(4, 3), torch.ones(2, 4), batch_norm=True, lr=0.1)
+    for train_mode in (False, True):   # the inner steps are training steps either way
+        model = tiny_net(batch_norm=True)
+        model.eval()
+        statistics = {k: v.clone() for k, v in model.bn1.state_dict().items()}
+        result = pc.prune(model, "prospr", 0.5, batches(), train_mode=train_mode, options={"lr": 0.1})
+        for name in expected:
+            close(result.scores[name], expected[name], rel=1e-3)
+        assert not model.training
+        assert all(torch.equal(model.bn1.state_dict()[k], v) for k, v in statistics.items())
+
+
+def test_prospr_says_when_its_inner_steps_diverge_and_leaves_the_model_untouched():
+    model = tiny_net()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"prospr's 3 inner training steps diverged \(loss nan\): lower its "
+                                         r"learning rate, options=\{'lr': ...\} \(now 1e\+30\)"):
+        pc.prune(model, "prospr", 0.5, batches(), options={"lr": 1e30})
+    assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize("options, message", [

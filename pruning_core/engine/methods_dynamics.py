@@ -8,6 +8,7 @@ changed (forward passes run through `torch.func.functional_call` on copies), pru
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any, Self
@@ -24,7 +25,7 @@ NTK_SAP_EPSILON = 0.01        # the paper's perturbation scale
 NTK_SAP_BATCH = 4             # Gaussian inputs per draw (ours: CPU-friendly)
 NTK_SAP_REDRAWS = 8           # draws averaged per round (ours: one per round is too noisy, see ntk_sap)
 PROSPR_STEPS = 3              # the paper's inner training steps
-PROSPR_LR = 0.1               # inner SGD learning rate
+PROSPR_LR = 0.01              # inner SGD learning rate (ours: 0.1 diverges on VGG-16 at init)
 
 
 # ---- linearised networks on squared weights (SynFlow-L2, PX) ------------------------------------------
@@ -278,23 +279,26 @@ def ntk_sap(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
                 "(meta-gradient).",
         paper="Alizadeh et al. 2022, 'Prospect Pruning: Finding Trainable Weights at Initialization using "
               "Meta-Gradients' (ICLR)",
-        formula="|∂L(θ_M)/∂m|, θ₀ = m ⊙ θ, θ_{k+1} = θ_k − α∇L(θ_k), M = 3 steps", needs_data=True)
+        formula="|∂L(θ_M)/∂m|, θ₀ = m ⊙ θ, θ_{k+1} = θ_k − α∇L(θ_k), M = 3 steps, α = 0.01", needs_data=True)
 def prospr(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     """ProsPr, prospect pruning (Alizadeh et al. 2022): SNIP looks at the loss at initialization; ProsPr
     looks at the loss after training has started. A mask m = 1 multiplies the initial weights,
     θ₀ = m ⊙ θ; M plain SGD steps θ_{k+1} = θ_k − α ∇L(θ_k; batch k) are taken through the masked
     network keeping the graph (create_graph), and each weight scores |∂L(θ_M; next batch)/∂m|, the
     meta-gradient through the whole training trajectory, second-order terms included. M = 3 steps (the
-    paper's default; option steps); α = 0.1 (our default, a usual SGD rate; option lr). Every parameter
-    takes the steps (biases and BatchNorm too); pruned weights stay zero. Batches are used in turn, one
-    per step and the next for the final loss, cyclically: with the single batch drawn from a dataset by
-    default all four passes see the same batch; prune_batches=4 gives each its own, as in the paper's
-    training loop. One-shot by default, as published (more rounds restart from θ ⊙ m each round).
-    Memory grows with M: the graph of every step's forward and backward pass is kept until the
-    meta-gradient is taken, about 2M + 1 times SNIP's activation memory (VGG-16-BN, batch 256, CPU:
-    6.4 GB peak resident memory)."""
+    paper's default; option steps); α = 0.01 (ours, option lr: 0.1 diverged within three steps on VGG-16
+    at init; a diverged run raises a ValueError that says so). The steps are training steps: every
+    parameter takes them (biases and BatchNorm too; pruned weights stay zero) and BatchNorm normalises
+    with batch statistics whatever pc.prune's train_mode (the model's running statistics are untouched).
+    Batches are used in turn, one per step and the next for the final loss, cyclically: with the single
+    batch drawn from a dataset by default all four passes see the same batch; prune_batches=4 gives each
+    its own, as in the paper's training loop. One-shot by default, as published (more rounds restart from
+    θ ⊙ m each round). Memory grows with M: the graph of every step's forward and backward pass is kept
+    until the meta-gradient is taken, about 2M + 1 times SNIP's activation memory (VGG-16-BN, batch 256,
+    CPU: 6.4 GB peak resident memory)."""
     steps = _positive_number(ctx, "prospr", "steps", PROSPR_STEPS, whole=True)
     lr = float(_positive_number(ctx, "prospr", "lr", PROSPR_LR))
+    training = dataclasses.replace(ctx, train_mode=True)  # BatchNorm on batch statistics, as in training
     batches = ctx.batches
     offset = ctx.round * (steps + 1)
     gates = {n: torch.ones_like(w, dtype=w.dtype).requires_grad_(True) for n, w in ctx.weights.items()}
@@ -303,11 +307,14 @@ def prospr(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
                for n in params}
     for step in range(steps):
         inputs, targets = batches[(offset + step) % len(batches)]
-        loss = F.cross_entropy(ctx.forward(current, inputs), targets)
+        loss = F.cross_entropy(training.forward(current, inputs), targets)
         grads = torch.autograd.grad(loss, list(current.values()), create_graph=True, allow_unused=True)
         current = {n: w if g is None else w - lr * (g * masks[n] if n in masks else g)
                    for (n, w), g in zip(current.items(), grads)}
     inputs, targets = batches[(offset + steps) % len(batches)]
-    meta_loss = F.cross_entropy(ctx.forward(current, inputs), targets)
+    meta_loss = F.cross_entropy(training.forward(current, inputs), targets)
+    if not bool(torch.isfinite(meta_loss)):
+        raise ValueError(f"prospr's {steps} inner training steps diverged (loss {float(meta_loss.detach())}): "
+                         f"lower its learning rate, options={{'lr': ...}} (now {lr})")
     grads = torch.autograd.grad(meta_loss, list(gates.values()), allow_unused=True)
     return {n: torch.zeros_like(gates[n]) if g is None else g.abs() * masks[n] for n, g in zip(gates, grads)}
