@@ -10,7 +10,9 @@ changes and stops when the run ends (or is deleted).
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,27 +140,12 @@ def poll_interval(statuses: Collection[str], quiet_s: float) -> float | None:
 
 @dataclass
 class Watch:
-    """What one session's panel knows of the runs it follows: the metric rows fetched so far (and the store's
-    cursor after them), what the runs looked like at the last poll and since when, and the polling interval
-    its fragment was registered with."""
+    """What one session's panel knows of the runs it follows: what they looked like at the last poll and since
+    when, and the polling interval its fragment was registered with."""
 
-    frames: dict[int, pd.DataFrame]
-    cursors: dict[int, int]
     seen: tuple = ()
     changed_at: float = 0.0
     interval: float | None = None
-
-    def metrics(self, run_id: int, record: Mapping[str, Any]) -> pd.DataFrame:
-        """The run's metric rows: those fetched before plus only those added since (none fetched when the
-        record's row count says nothing was added)."""
-        frame = self.frames.get(run_id)
-        if frame is not None and len(frame) == record.get("n_metrics"):
-            return frame
-        new, self.cursors[run_id] = state.store().new_metrics(run_id, after=self.cursors.get(run_id, 0))
-        frame = new if frame is None or frame.empty else (frame if new.empty else
-                                                          pd.concat([frame, new], ignore_index=True))
-        self.frames[run_id] = frame
-        return frame
 
     def note(self, records: Sequence[Mapping[str, Any]], now: float | None = None) -> float:
         """Record the runs' state at this poll; return the seconds since it last changed."""
@@ -170,8 +157,47 @@ class Watch:
         return now - self.changed_at
 
 
+@dataclass
+class _Rows:
+    frame: pd.DataFrame
+    cursor: int
+    fetched_at: float
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_rows() -> tuple[threading.Lock, OrderedDict]:
+    return threading.Lock(), OrderedDict()
+
+
+SHARED_RUNS = 64   # runs whose metric rows the server keeps for its viewers
+
+
+def run_metrics(record: Mapping[str, Any], now: float | None = None) -> pd.DataFrame:
+    """A run's metric rows for its viewers, shared by every session of the server: fetched incrementally (only
+    the rows added since the last fetch, `Store.new_metrics`), and while the run trains at most once every POLL_S,
+    however many tabs watch it, so that they all draw the same rows (and share one figure, `views`). A run that
+    has ended gets all its rows."""
+    now = time.time() if now is None else now
+    lock, runs = _shared_rows()
+    key = (state.db_path(), int(record["id"]))
+    with lock:
+        held = runs.get(key)
+        if held is not None:
+            runs.move_to_end(key)
+            fresh = len(held.frame) == record.get("n_metrics")
+            if fresh or (record.get("status") == "running" and now - held.fetched_at < POLL_S * 0.9):
+                return held.frame
+        new, cursor = state.store().new_metrics(key[1], after=held.cursor if held is not None else 0)
+        frame = new if held is None or held.frame.empty else (held.frame if new.empty else
+                                                              pd.concat([held.frame, new], ignore_index=True))
+        runs[key] = _Rows(frame, cursor, now)
+        while len(runs) > SHARED_RUNS:
+            runs.popitem(last=False)
+        return frame
+
+
 def _watch(key: str) -> Watch:
-    return st.session_state.setdefault(f"_watch-{key}", Watch({}, {}))
+    return st.session_state.setdefault(f"_watch-{key}", Watch())
 
 
 def _gone(run_id: int) -> None:
@@ -206,7 +232,7 @@ def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any], pd.DataFra
                 job_status(record, key, name=name)
             else:
                 trains = record["kind"] not in ("prune", tasks.STUDY_KIND)
-                metrics = watch.metrics(run_id, record) if trains else None
+                metrics = run_metrics(record) if trains else None
                 job_status(record, key, metrics, name=name)
                 if draw is not None:
                     draw(record, metrics)
@@ -337,19 +363,25 @@ def live_study(run_id: int, key: str, name: str) -> None:
 
 
 def sidebar() -> None:
-    """Device, job queue (refreshed every few seconds) and a link to the run history, on every page."""
+    """Device, job queue (refreshed every few seconds while it is not empty) and a link to the run history, on
+    every page."""
+    state.freeze_long_lived_objects()   # the sidebar is drawn at the start of every script run
     with st.sidebar:
         st.markdown(f"**:material/memory: Device:** {state.device_label()}")
         if not state.on_gpu():
             st.caption("No GPU: defaults are the built-in digits and the small CNN, which train in seconds.")
-        st.fragment(_queue_line, run_every=QUEUE_POLL_S, key="sidebar-queue")()
+        polling = state.manager().queue_length() > 0
+        st.fragment(lambda: _queue_line(polling), run_every=QUEUE_POLL_S if polling else None,
+                    key="sidebar-queue")()
         st.page_link(PAGES["runs"], label="Run history", icon=":material/history:")
 
 
-def _queue_line() -> None:
+def _queue_line(polling: bool) -> None:
     queued = state.manager().queue_length()
     if queued:
         st.markdown(f"**:material/queue: Job queue:** {queued} job{'s' if queued != 1 else ''} queued or running")
         st.caption("Everyone's jobs run in the order they were asked for, in the server's worker processes.")
     else:
         st.markdown("**:material/check_circle: Job queue:** idle")
+        if polling:
+            st.rerun()   # the queue has emptied: the page is drawn again, and this line polls no more

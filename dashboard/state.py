@@ -6,7 +6,9 @@ the URL, so that a link reproduces a page's setup.
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,21 @@ def store() -> Store:
 def manager() -> JobManager:
     """The server's job manager: its worker processes run every viewer's jobs, in the order asked for."""
     return _manager(db_path())
+
+
+_FROZEN_AT = [0]   # how many modules were loaded when the long-lived objects were last frozen
+
+
+def freeze_long_lived_objects() -> None:
+    """Keep Streamlit's collection after every script run cheap. It runs a full gc.collect(2), which walks every
+    object the server holds: with torch, pandas and plotly loaded, 310,000 objects and 330 ms on this 2-core CPU,
+    ten times a live panel's own work, for every poll of every tab. The objects of imported modules live as long
+    as the server, so whenever new modules were loaded, garbage is collected once and what remains is frozen out
+    of the collector's walk (gc.freeze); objects freed by reference counting are still freed."""
+    if len(sys.modules) > _FROZEN_AT[0]:
+        gc.collect()
+        gc.freeze()
+        _FROZEN_AT[0] = len(sys.modules)
 
 
 # ---- device ------------------------------------------------------------------------------------------

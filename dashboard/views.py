@@ -151,8 +151,17 @@ def training_curves(record: Mapping[str, Any], metrics: pd.DataFrame, key: str) 
     if findings.split_metrics(metrics)[0].empty:
         st.caption("The curves appear after the first evaluation (before training starts).")
         return
-    fig = charts.training_curves(metrics, chance=1 / classes if classes else None, uirevision=f"{key}-curves")
+    fig = _curves_figure(record.get("id"), len(metrics), 1 / classes if classes else None, f"{key}-curves", metrics)
     st.plotly_chart(fig, width="stretch", key=f"{key}-curves", config={"displaylogo": False})
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _curves_figure(run_id: int | None, rows: int, chance: float | None, uirevision: str,
+                   _metrics: pd.DataFrame) -> Any:
+    """The curves' figure, built once per run and number of metric rows (rows are only ever appended) and shared
+    by every viewer: a live panel polls every second in every tab that watches the run, and building the figure
+    was most of a poll's cost."""
+    return charts.training_curves(_metrics, chance=chance, uirevision=uirevision)
 
 
 def run_summary(record: Mapping[str, Any]) -> None:

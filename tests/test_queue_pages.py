@@ -91,25 +91,29 @@ def test_a_queued_run_shows_only_its_place(db, monkeypatch):
     assert "train-curves" not in [c.key for c in at.get("plotly_chart")] and fetched == []
 
 
-def test_watching_fetches_only_the_rows_added_since_the_last_poll(db):
+def test_watching_fetches_only_the_rows_added_since_the_last_poll_once_for_every_viewer(db):
     store = state.store()
     run_id = store.create_run(RunConfig().to_dict(), "k")
     store.start_run(run_id, "cpu")
     store.add_metrics(run_id, [{"step": s, "epoch": s / 10, "train_loss": 1.0 / (s + 1)} for s in range(5)])
-    watch = panels.Watch({}, {})
     asked = []
-    real = store.new_metrics
-    store.new_metrics = lambda r, after=0: asked.append(after) or real(r, after=after)
+    real = Store.new_metrics
+    Store.new_metrics = lambda self, r, after=0: asked.append(after) or real(self, r, after=after)
     try:
-        first = watch.metrics(run_id, store.get_run(run_id))
-        assert len(first) == 5
-        assert watch.metrics(run_id, store.get_run(run_id)) is first and asked == [0]   # nothing new: no query
+        first = panels.run_metrics(store.get_run(run_id), now=100.0)
+        assert len(first) == 5 and asked == [0]
+        assert panels.run_metrics(store.get_run(run_id), now=100.1) is first and asked == [0]   # nothing new
         store.add_metrics(run_id, [{"step": s, "epoch": s / 10, "test_accuracy": 0.5} for s in range(5, 8)])
-        both = watch.metrics(run_id, store.get_run(run_id))
+        # Another tab polls within the same second: it draws the rows the first one drew (one figure for all).
+        assert panels.run_metrics(store.get_run(run_id), now=100.5) is first and asked == [0]
+        both = panels.run_metrics(store.get_run(run_id), now=101.5)
         assert asked[-1] > 0 and len(both) == 8                    # asked only for what followed the cursor
         pd.testing.assert_frame_equal(both[store.metrics(run_id).columns], store.metrics(run_id))
+        store.add_metrics(run_id, [{"step": 8, "epoch": 0.8}])
+        store.finish_run(run_id, {})
+        assert len(panels.run_metrics(store.get_run(run_id), now=101.6)) == 9   # ended: all its rows at once
     finally:
-        del store.new_metrics
+        Store.new_metrics = real
 
 
 def test_polling_slows_while_nothing_changes_and_stops_when_nothing_is_active():
@@ -118,7 +122,7 @@ def test_polling_slows_while_nothing_changes_and_stops_when_nothing_is_active():
     assert panels.poll_interval(["running"], 15) == 3.0 and panels.poll_interval(["running"], 120) == 10.0
     assert panels.poll_interval(["done", "failed"], 0) is None
     assert panels.poll_interval(["done", "queued"], 0) == panels.QUEUED_POLL_S
-    watch = panels.Watch({}, {})
+    watch = panels.Watch()
     record = {"id": 1, "status": "running", "n_metrics": 3, "progress": {"done": 1, "message": "training"}}
     assert watch.note([record], now=100.0) == 0.0
     assert watch.note([record], now=112.0) == 12.0                 # unchanged for 12 s
