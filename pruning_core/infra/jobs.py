@@ -5,12 +5,17 @@ aborts it. The dashboard keeps ONE JobManager per server (in `st.cache_resource`
 to it, so jobs queue on the single GPU or CPU instead of fighting over it. The run store is the single
 source of truth: the manager writes progress there and pages only read it. Nothing here knows about
 Streamlit.
+
+With PRUNING_RAY_ADDRESS set (host:port of a Ray cluster, or "local"), the worker thread dispatches every
+queued job to the cluster instead (`_work_on_cluster`; Ray runs them side by side on its GPUs/CPUs) and
+writes their events into the store itself, so the store keeps one writer; see infra/cluster.py.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -19,17 +24,19 @@ import torch
 
 from pruning_core.config import RunConfig
 from pruning_core.engine.prune import Cancelled
-from pruning_core.infra.runner import execute
+from pruning_core.infra.runner import describe_error, execute
 from pruning_core.infra.store import ACTIVE_STATUSES, InvalidTransitionError, Store
 
 log = logging.getLogger(__name__)
+
+RAY_ADDRESS_ENV = "PRUNING_RAY_ADDRESS"
 
 
 class JobManager:
     """Queue runs and sweeps in `store` and execute them on a daemon worker thread."""
 
     def __init__(self, store: Store, device: str | None = None, data_root: str | None = None,
-                 download: bool = True):
+                 download: bool = True, ray_address: str | None = None):
         self.store = store
         self.device = device
         self.data_root = data_root
@@ -38,7 +45,12 @@ class JobManager:
         self._wake = threading.Condition()
         self._current: int | None = None
         self._stopping = False
-        self._thread = threading.Thread(target=self._work, name="pruning-jobs", daemon=True)
+        # The Ray engine (RayCells) when jobs go to a cluster, else None; `cluster.status()` is what a sidebar
+        # shows (GPUs, CPUs, running cells).
+        self.cluster = self._cluster_engine(ray_address or os.environ.get(RAY_ADDRESS_ENV) or None)
+        self._remote: set[int] = set()  # run ids handed to the cluster and not yet ended
+        target = self._work if self.cluster is None else self._work_on_cluster
+        self._thread = threading.Thread(target=target, name="pruning-jobs", daemon=True)
         self._thread.start()
 
     # ---- submitting ----------------------------------------------------------------------------
@@ -85,6 +97,8 @@ class JobManager:
             pass  # already finished: nothing to cancel
         with self._wake:
             self._queue = collections.deque(job for job in self._queue if job[0] != run_id)
+        if self.cluster is not None:
+            self.cluster.cancel_run(run_id)
 
     def cancel_sweep(self, sweep_id: int) -> None:
         for run_id in self.store.list_runs(status=list(ACTIVE_STATUSES), sweep_id=sweep_id)["run_id"]:
@@ -97,7 +111,7 @@ class JobManager:
     def tracked(self) -> set[int]:
         """Ids of the runs this manager will still execute (queued here or running now)."""
         with self._wake:
-            ids = {job[0] for job in self._queue}
+            ids = {job[0] for job in self._queue} | self._remote
             if self._current is not None:
                 ids.add(self._current)
             return ids
@@ -108,7 +122,7 @@ class JobManager:
 
     def queue_length(self) -> int:
         with self._wake:
-            return len(self._queue) + (self._current is not None)
+            return len(self._queue) + (self._current is not None) + len(self._remote)
 
     def idle(self) -> bool:
         return self.queue_length() == 0
@@ -116,7 +130,8 @@ class JobManager:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued or running (for scripts and tests)."""
         with self._wake:
-            return self._wake.wait_for(lambda: not self._queue and self._current is None, timeout)
+            return self._wake.wait_for(lambda: not self._queue and self._current is None and not self._remote,
+                                       timeout)
 
     def shutdown(self, cancel: bool = True, timeout: float | None = 30.0) -> None:
         """Stop the worker; with `cancel`, queued runs are cancelled and the running one is stopped at its
@@ -157,6 +172,57 @@ class JobManager:
                 with self._wake:
                     self._current = None
                     self._wake.notify_all()
+
+    # ---- the cluster (PRUNING_RAY_ADDRESS) ----------------------------------------------------------
+    def _cluster_engine(self, address: str | None) -> Any:
+        if address is None:
+            return None
+        from pruning_core.infra.cluster import RayCells  # Ray is imported only when a cluster is asked for
+
+        return RayCells(self.store, address=None if address == "local" else address, device=self.device,
+                        data_root=self.data_root, download=self.download)
+
+    def _work_on_cluster(self) -> None:
+        """The worker thread with a cluster: every queued job goes to Ray at once (Ray queues them on its
+        resources; the store's queue positions count them as before), and this thread writes the events of
+        running jobs into the store. Ray starts here: a local instance belongs to the thread that starts it."""
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._remote or self._stopping)
+                if self._stopping and not self._remote:
+                    break
+                jobs = [] if self._stopping else list(self._queue)  # stopping: only wait for what runs
+                self._queue.clear()
+                self._remote.update(job[0] for job in jobs)
+            for run_id, config, kind in jobs:
+                try:
+                    if self.store.get_run(run_id)["status"] == "queued":
+                        self.cluster.submit(config, run_id=run_id, kind=kind)
+                        continue
+                except Exception as error:  # no cluster at that address, a deleted run, ...
+                    log.exception("run %s could not go to the cluster", run_id)
+                    try:
+                        self.store.fail_run(run_id, describe_error(error))
+                    except (InvalidTransitionError, ValueError):
+                        pass
+                with self._wake:
+                    self._remote.discard(run_id)
+            try:
+                ended = self.cluster.poll(0.2) if self.cluster.pending else []
+            except Exception:  # bookkeeping must never end the worker (a run deleted meanwhile, ...)
+                log.exception("could not record the cluster's events")
+                ended = []
+            if ended:
+                try:
+                    self._settle_sweeps()
+                except Exception:
+                    log.exception("could not update sweep statuses")
+            with self._wake:
+                self._remote -= {cell.run_id for cell in ended}
+                if not self.cluster.pending:
+                    self._remote.clear()
+                self._wake.notify_all()
+        self.cluster.close(cancel=False)
 
     def _settle_sweeps(self) -> None:
         """Mark running sweeps done (or failed) once none of their cells is queued or running. Cells are

@@ -2,7 +2,9 @@
 
 The CLI, the sweep and the dashboard's job manager all run configurations through `execute`, so a
 run is recorded the same way wherever it starts, and a configuration whose key already has a finished
-run in the store is reused instead of computed again.
+run in the store is reused instead of computed again. `execute` = reuse check + `compute` (the work,
+which reports to a `Recorder`) + a `StoreRecorder`; the Ray engine (`infra/cluster.py`) runs `compute`
+in a worker and replays its recorder calls on a `StoreRecorder` in the driver.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -75,6 +78,74 @@ def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
     return result
 
 
+class Recorder:
+    """Where a computing run's records go. This base keeps nothing (a run without a store).
+
+    `compute` only ever talks to a recorder, never to the store: `StoreRecorder` writes each call into the
+    run store in this process, and the Ray engine's worker-side recorder sends each call to the driver,
+    which replays it on a `StoreRecorder`. So a run is recorded by the same calls wherever it computes."""
+
+    def start(self, device: str, versions: dict[str, str] | None = None) -> None:
+        """The run starts computing on `device` (with these library versions; None: this process's)."""
+
+    def progress(self, message: str, done: float, total: float) -> str:
+        """Progress so far; returns the run's status ('cancelled' = stop at once)."""
+        return "running"
+
+    def metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Metric rows: training steps and evaluations, or a mask search's rounds (phase='search')."""
+
+    def pruned(self, layers: pd.DataFrame, masks: dict[str, Any], prune_s: float) -> None:
+        """The per-layer table, the masks and the pruning time, once pruning is over."""
+
+    def finish(self, summary: dict[str, Any], timings: dict[str, float]) -> None:
+        """The run is done with this summary."""
+
+    def cancel(self) -> None:
+        """The run stopped because it was cancelled."""
+
+    def fail(self, error: str) -> None:
+        """The run stopped on an error (one plain sentence)."""
+
+
+class StoreRecorder(Recorder):
+    """Records one run (already created, queued) in `store`."""
+
+    def __init__(self, store: Store, run_id: int):
+        self.store = store
+        self.run_id = run_id
+
+    def start(self, device: str, versions: dict[str, str] | None = None) -> None:
+        self.store.start_run(self.run_id, device, versions=versions)
+
+    def progress(self, message: str, done: float, total: float) -> str:
+        return self.store.update_progress(self.run_id, done, total, message)
+
+    def metrics(self, rows: list[dict[str, Any]]) -> None:
+        self.store.add_metrics(self.run_id, rows)
+
+    def pruned(self, layers: pd.DataFrame, masks: dict[str, Any], prune_s: float) -> None:
+        with self.store.transaction():
+            self.store.set_layers(self.run_id, layers)
+            self.store.save_masks(self.run_id, masks)
+            self.store.add_timings(self.run_id, {"prune_s": prune_s})
+
+    def finish(self, summary: dict[str, Any], timings: dict[str, float]) -> None:
+        self.store.finish_run(self.run_id, summary, timings)
+
+    def cancel(self) -> None:
+        try:
+            self.store.cancel_run(self.run_id)
+        except InvalidTransitionError:
+            pass  # already cancelled by the user
+
+    def fail(self, error: str) -> None:
+        try:
+            self.store.fail_run(self.run_id, error)
+        except InvalidTransitionError:
+            pass
+
+
 def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train", run_id: int | None = None,
             reuse: bool = True, device: str | torch.device | None = None,
             on_progress: ProgressCallback | None = None, on_event: Callable[[TrainEvent], None] | None = None,
@@ -94,15 +165,32 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
             if run_id is not None and run_id != done["id"]:
                 store.delete_run(run_id)
             return RunOutcome(done["id"], config, done.get("summary") or {}, reused=True)
-    target = torch.device(device) if device is not None else default_device()
+    recorder = Recorder()
     if store is not None:
         if run_id is None:
             run_id = store.create_run(config.to_dict(), key=key, kind=kind)
-        store.start_run(run_id, device_name(target))
+        recorder = StoreRecorder(store, run_id)
+    outcome = compute(config, recorder, kind=kind, device=device, on_progress=on_progress, on_event=on_event,
+                      should_stop=should_stop, data_root=data_root, download=download, keep_model=keep_model)
+    outcome.run_id = run_id
+    return outcome
+
+
+def compute(config: RunConfig, recorder: Recorder, *, kind: str = "train",
+            device: str | torch.device | None = None, on_progress: ProgressCallback | None = None,
+            on_event: Callable[[TrainEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
+            data_root: str | None = None, download: bool = True, keep_model: bool = False) -> RunOutcome:
+    """Compute one validated configuration, telling `recorder` everything worth recording as it happens.
+
+    The part of `execute` that needs no store: the Ray engine runs it in a worker process. Errors are
+    reported to the recorder (fail) and raised; a cancel (the recorder's status, `should_stop()`, or a
+    KeyboardInterrupt) is reported (cancel) and raised as `Cancelled` / KeyboardInterrupt."""
+    target = torch.device(device) if device is not None else default_device()
+    recorder.start(device_name(target))
     started = time.perf_counter()
 
     def report(message: str, done: float, total: float) -> None:
-        status = store.update_progress(run_id, done, total, message) if store is not None else "running"
+        status = recorder.progress(message, done, total)
         if status == "cancelled" or (should_stop is not None and should_stop()):
             raise Cancelled(message)
         if on_progress is not None:
@@ -121,18 +209,13 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         def search_round(record: dict[str, Any]) -> None:
             # A round of a mask search (IMP, GemMiner) as a metrics row tagged phase="search", so that pages
             # can draw the search while it runs; its keys are renamed where they would clash with metric columns.
-            if store is not None:
-                row = {("search_" + k if k in SEARCH_CLASHES else k): v for k, v in record.items()}
-                store.add_metrics(run_id, [{"phase": SEARCH_PHASE, **row}])
+            row = {("search_" + k if k in SEARCH_CLASHES else k): v for k, v in record.items()}
+            recorder.metrics([{"phase": SEARCH_PHASE, **row}])
 
         result = prune_with_config(model, config, dataset, prune_progress, on_round=search_round)
         prune_s = time.perf_counter() - started
         summary: dict[str, Any] = {**result.summary(), "method": config.method}
-        if store is not None:
-            with store.transaction():
-                store.set_layers(run_id, result.layers)
-                store.save_masks(run_id, result.masks)
-                store.add_timings(run_id, {"prune_s": prune_s})
+        recorder.pruned(result.layers, result.masks, prune_s)
         train_result = None
         if kind != "prune":
             training = train(model, None, dataset, config.epochs, batch_size=config.batch_size,
@@ -140,8 +223,8 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                              weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
                              seed=config.seed, device=target)
             for event in training:
-                if store is not None and event.kind in ("eval", "step"):
-                    store.add_metrics(run_id, [event.as_row()])
+                if event.kind in ("eval", "step"):
+                    recorder.metrics([event.as_row()])
                 if on_event is not None:
                     on_event(event)
                 epochs = max(event.epochs, 1)
@@ -153,23 +236,14 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         timings = {"prune_s": prune_s, "total_s": time.perf_counter() - started}
         if train_result is not None:
             timings["train_s"] = train_result.elapsed_s
-        if store is not None:
-            store.finish_run(run_id, summary, timings)
-        return RunOutcome(run_id, config, summary, reused=False, prune_result=result, train_result=train_result,
+        recorder.finish(summary, timings)
+        return RunOutcome(None, config, summary, reused=False, prune_result=result, train_result=train_result,
                           model=model if keep_model else None)
     except (Cancelled, KeyboardInterrupt):
-        if store is not None:
-            try:
-                store.cancel_run(run_id)
-            except InvalidTransitionError:
-                pass  # already cancelled by the user
+        recorder.cancel()
         raise
     except Exception as error:
-        if store is not None:
-            try:
-                store.fail_run(run_id, describe_error(error))
-            except InvalidTransitionError:
-                pass
+        recorder.fail(describe_error(error))
         raise
 
 

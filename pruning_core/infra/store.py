@@ -60,6 +60,15 @@ BUSY_TIMEOUT_MS = 30_000
 # Identifies this process among processes that had the same pid (a restarted server).
 PROCESS_TOKEN = secrets.token_hex(8)
 
+# Set in processes that must never open a store (Ray workers: the driver is the store's one writer).
+_REFUSED_HERE: str | None = None
+
+
+def refuse_in_this_process(reason: str) -> None:
+    """From now on, opening a Store in this process raises RuntimeError(reason)."""
+    global _REFUSED_HERE
+    _REFUSED_HERE = reason
+
 
 class UnknownRunError(KeyError, ValueError):
     """A run id (or sweep id) that is not in the store."""
@@ -316,6 +325,8 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None, recover: bool = True):
         """Open (creating or migrating) the store at `path`, $PRUNING_DB or ./runs/pruning.db."""
+        if _REFUSED_HERE is not None:
+            raise RuntimeError(_REFUSED_HERE)
         raw = path if path is not None else (os.environ.get(ENV_VAR) or DEFAULT_PATH)
         self.path = Path(raw).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -532,13 +543,31 @@ class Store:
                  sweep_id, *owner.values()))
             return int(cur.lastrowid)
 
-    def start_run(self, run_id: int, device: str) -> None:
-        """Mark a queued run running on `device`, owned by this process, with the library versions."""
+    def start_run(self, run_id: int, device: str, versions: Mapping[str, str] | None = None) -> None:
+        """Mark a queued run running on `device`, owned by this process, with the library versions of the
+        process that computes it (`versions`; default: this process's)."""
         if not isinstance(device, str):
             raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+        versions_json = _dumps(dict(versions) if versions is not None else library_versions(), "versions")
         self._transition(run_id, ("queued",), "running", lambda conn, row: {
-            "started_at": time.time(), "device": device, "versions": _dumps(library_versions(), "versions"),
-            **self._owner()})
+            "started_at": time.time(), "device": device, "versions": versions_json, **self._owner()})
+
+    def requeue_run(self, run_id: int) -> None:
+        """Put an active run back to queued with its partial records (metrics, layers, masks, timings,
+        progress) removed, so that a retried attempt records it from a clean start, as a first one does."""
+        with self._transaction("write") as conn:
+            row = self._row(conn, run_id)
+            if row["status"] not in ACTIVE_STATUSES:
+                raise InvalidTransitionError(f"run {row['id']} is {row['status']}; only a queued or running run "
+                                             f"can be queued again")
+            conn.execute("DELETE FROM metrics WHERE run_id = ?", (row["id"],))
+            conn.execute("DELETE FROM layers WHERE run_id = ?", (row["id"],))
+            conn.execute("UPDATE runs SET status = 'queued', started_at = NULL, device = NULL, versions = NULL, "
+                         "timings = '{}', summary = NULL, progress_done = 0, progress_total = 0, "
+                         "progress_message = '', layers_meta = NULL, masks_file = NULL WHERE id = ?", (row["id"],))
+        if row["masks_file"] is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.masks_dir / row["masks_file"]).unlink()
 
     def update_progress(self, run_id: int, done: float, total: float, message: str = "") -> str:
         """Set a run's progress (done of total, with a message) and return its status ('cancelled' = stop)."""

@@ -1,0 +1,284 @@
+"""The Ray engine: a sweep on Ray records what the in-process engine records, from the driver only;
+cancelling, a killed worker (one retry, then a failed cell), the job manager on a cluster, a cluster joined
+by address, and a killed driver (rerun recomputes only the missing cells)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+import pruning_core as pc
+from pruning_core.infra import cluster as cl
+from pruning_core.infra.jobs import RAY_ADDRESS_ENV, JobManager
+from pruning_core.infra.store import Store
+from pruning_core.studies.sweep import SweepCellsFailed
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(model="mlp", dataset="digits", device="cpu")
+TIMING = ("prune_s", "train_s", "images_per_s", "search_s", "elapsed_s", "total_s")
+
+
+def wait_for(predicate, timeout=60.0, every=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def comparable(store: Store, run_id: int) -> dict:
+    """A stored run without what differs between two computations of it (timings, ids, clock times)."""
+    record = store.get_run(run_id)
+    summary = {k: v for k, v in record["summary"].items() if k not in TIMING}
+    metrics = store.metrics(run_id).drop(columns=["images_per_s", "elapsed_s"])
+    metrics = metrics.astype(object).where(metrics.notna(), None)  # NaN != NaN
+    masks = {name: mask.tolist() for name, mask in store.load_masks(run_id).items()}
+    return {**{k: record[k] for k in ("key", "kind", "status", "config", "method", "sparsity", "seed", "error",
+                                      "device", "versions", "progress", "n_metrics", "has_layers", "has_masks")},
+            "summary": summary, "timings": sorted(record["timings"]), "metrics": metrics.to_dict("list"),
+            "layers": store.layers(run_id).to_dict("list"), "masks": masks}
+
+
+def test_a_sweep_on_ray_records_the_same_cells_as_in_process_and_only_the_driver_writes(tmp_path, local_ray):
+    grid = dict(methods=["synflow", "magnitude"], sparsities=[0.9], seeds=[0], epochs=1, iterations=None, **FAST)
+    here = Store(tmp_path / "here.db")
+    local = pc.sweep(store=here, **grid).run()
+    there = Store(tmp_path / "ray.db")
+    run = pc.sweep(store=there, engine="ray", **grid)
+    on_ray = run.run()
+
+    columns = [c for c in local.columns if c not in ("prune_s", "train_s", "run_id")]
+    assert len(on_ray) == 3
+    pd.testing.assert_frame_equal(local[columns], on_ray[columns])
+    assert (on_ray["final_test_accuracy"] > 0.1).all()
+    for a, b in zip(local["run_id"], on_ray["run_id"]):
+        assert comparable(here, int(a)) == comparable(there, int(b))
+    # One writer: every record was written by this process, none by a worker.
+    assert {there.get_run(int(r))["owner"]["pid"] for r in on_ray["run_id"]} == {os.getpid()}
+    assert there.list_sweeps().iloc[0]["status"] == "done"
+    assert not (tmp_path / "masks").exists() or all(p.name.startswith(("here-", "ray-"))
+                                                    for p in (tmp_path / "masks").iterdir())
+
+    again = pc.sweep(store=there, engine="ray", **grid).run()  # reuse by key: nothing goes to Ray
+    assert again["reused"].all() and again["run_id"].tolist() == on_ray["run_id"].tolist()
+
+
+def test_a_worker_that_computed_a_cell_cannot_open_a_store(tmp_path, local_ray):
+    @ray.remote(num_cpus=1)
+    def cell_then_open(hub, path):
+        config = pc.RunConfig(model="mlp", dataset="digits", method="magnitude", sparsity=0.5, epochs=1).to_dict()
+        summary = cl.compute_cell(config, 0, "train", "cpu", hub, None, False)
+        try:
+            Store(path)
+        except RuntimeError as error:
+            return summary, str(error)
+        return summary, None
+
+    hub = cl._hub_class().remote()
+    summary, refusal = ray.get(cell_then_open.remote(hub, str(tmp_path / "worker.db")))
+    events = [name for _, attempt, batch in ray.get(hub.drain.remote()) for name, _ in batch]
+    ray.kill(hub)
+    assert summary["final_test_accuracy"] > 0.1
+    assert refusal is not None and "only writer" in refusal
+    assert not (tmp_path / "worker.db").exists()
+    assert events[0] == "start" and events[-1] == "finish" and "pruned" in events and "metrics" in events
+
+
+def test_cancelling_a_ray_sweep_cancels_the_cells_left(tmp_path, local_ray):
+    store = Store(tmp_path / "cancel.db")
+    rows = []
+    run = pc.sweep(store=store, engine="ray", methods=["magnitude", "random"], sparsities=[0.3, 0.6, 0.9],
+                   epochs=4, should_stop=lambda: len(rows) >= 1, **FAST)
+    with pytest.raises(pc.Cancelled):
+        for row in run:
+            rows.append(row)
+    runs = store.list_runs()
+    assert len(runs) == 7 and len(rows) == 1
+    assert set(runs["status"]) <= {"done", "cancelled"}
+    assert (runs["status"] == "cancelled").sum() >= 4  # two workers: at most two cells besides the first ran
+    assert store.list_sweeps().iloc[0]["status"] == "cancelled"
+    assert run.cluster.pending == 0
+    assert wait_for(lambda: ray.available_resources().get("CPU") == 2.0, 20)  # the cluster is free again
+
+
+def test_a_killed_worker_is_retried_once_then_its_cell_fails_and_the_sweep_finishes(tmp_path, local_ray):
+    store = Store(tmp_path / "kill.db")
+    # IMP trains every round, so its cell outlives two kills; the baseline and magnitude finish meanwhile.
+    run = pc.sweep(store=store, engine="ray", methods=["imp", "magnitude"], sparsities=[0.9], epochs=3, **FAST)
+    killed = []
+
+    def kill_imp_twice():
+        while len(killed) < 2:
+            for cell in run.cluster.status()["running"] if run.cluster._hub is not None else []:
+                if cell["method"] == "imp" and cell["attempt"] == len(killed) + 1:
+                    os.kill(cell["pid"], signal.SIGKILL)
+                    killed.append(cell["pid"])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_imp_twice, daemon=True)
+    killer.start()
+    with pytest.raises(SweepCellsFailed) as failure:
+        run.run()
+    killer.join(5)
+    assert len(killed) == 2 and killed[0] != killed[1]
+    runs = store.list_runs().set_index("method")
+    assert runs.loc["imp", "status"] == "failed"
+    assert runs.loc[pc.DENSE, "status"] == "done" and runs.loc["magnitude", "status"] == "done"
+    record = store.get_run(int(runs.loc["imp", "run_id"]))
+    assert "lost" in record["error"] and "tried 2 time(s)" in record["error"]
+    assert record["key"] in failure.value.failures
+    assert sorted(run.table["method"]) == sorted([pc.DENSE, "magnitude"])
+    assert store.list_sweeps().iloc[0]["status"] == "failed"
+
+
+def test_the_job_manager_dispatches_to_ray_when_PRUNING_RAY_ADDRESS_is_set(tmp_path, monkeypatch, local_ray):
+    monkeypatch.setenv(RAY_ADDRESS_ENV, "local")
+    store = Store(tmp_path / "jobs.db")
+    manager = JobManager(store, device="cpu")
+    try:
+        assert manager.cluster is not None
+        configs = [pc.RunConfig(model="mlp", dataset="digits", method="magnitude", sparsity=s, epochs=e)
+                   for s, e in ((0.3, 25), (0.6, 25), (0.9, 2), (0.95, 2))]
+        ids = [manager.submit(c) for c in configs]
+        assert manager.submit(configs[0]) == ids[0]  # an active run of the same key is shared
+        # Two CPUs: two cells run side by side in workers, the others wait their turn in the store's queue.
+        assert wait_for(lambda: len(manager.cluster.status()["running"]) == 2)
+        info = manager.cluster.status()
+        assert info["cpus"] == 2.0 and info["nodes"] == 1
+        assert {cell["pid"] for cell in info["running"]}.isdisjoint({os.getpid()})
+        assert {cell["run_id"] for cell in info["running"]} == set(ids[:2])
+        assert store.queue_position(ids[3]) == 3
+        manager.cancel(ids[3])  # still waiting: never starts
+        # Live curves: metric rows reach the store while the run is still running.
+        assert wait_for(lambda: store.get_run(ids[0])["n_metrics"] > 0)
+        assert store.get_run(ids[0])["status"] == "running"
+        manager.cancel(ids[1])  # running: stopped in its worker
+        assert manager.wait_idle(120)
+        statuses = [store.get_run(i)["status"] for i in ids]
+        assert statuses == ["done", "cancelled", "done", "cancelled"]
+        assert store.get_run(ids[3])["started_at"] is None
+        assert manager.submit(configs[0]) == ids[0]  # done: reused by key, not queued again
+        assert manager.idle()
+    finally:
+        manager.shutdown()
+    monkeypatch.delenv(RAY_ADDRESS_ENV)
+    local = JobManager(Store(tmp_path / "local.db"), device="cpu")
+    assert local.cluster is None
+    local.shutdown()
+
+
+def test_a_bad_cluster_address_is_a_clear_error_before_anything_runs(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ValueError, match="no Ray cluster answers"):
+        cl._check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        cl._check_reachable("nowhere")
+    with pytest.raises(ValueError, match="engine"):
+        pc.sweep(methods=["magnitude"], sparsities=[0.5], engine="spark", **FAST)
+    with pytest.raises(ValueError, match="engine='ray'"):
+        pc.sweep(methods=["magnitude"], sparsities=[0.5], address="127.0.0.1:6379", **FAST)
+    with pytest.raises(ValueError, match="num_gpus"):
+        pc.sweep(methods=["magnitude"], sparsities=[0.5], engine="ray", resources={"num_gpus": -1}, **FAST)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cli(env, *argv):
+    return subprocess.Popen([sys.executable, "-m", "pruning_core", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(REPO)})
+
+
+def test_the_cli_joins_a_cluster_by_address_and_a_rerun_after_a_killed_driver_computes_only_the_rest(tmp_path):
+    port = free_port()
+    head_dir = tempfile.mkdtemp(prefix="rh")  # short: Ray's socket paths live under it
+    # A token of this test's own (a joining client must name the cluster's token, as on a real cluster).
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                             "--node-ip-address=127.0.0.1", f"--temp-dir={head_dir}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert wait_for(lambda: head.poll() is None and _listening(port), 60, 0.2), "ray start --head did not come up"
+        db = tmp_path / "cluster.db"
+        argv = ["sweep", "--engine", "ray", "--address", f"127.0.0.1:{port}", "--methods", "magnitude,random",
+                "--sparsities", "0.5", "--model", "mlp", "--epochs", "3", "--device", "cpu", "--db", str(db),
+                "--quiet", "--json"]
+        first = cli(env, *argv)
+        store = None
+
+        def one_cell_done():
+            nonlocal store
+            if not db.exists():
+                return False
+            store = store or Store(db, recover=False)
+            return (store.list_runs()["status"] == "done").sum() >= 1
+        assert wait_for(one_cell_done, 90, 0.02), first.communicate()[1][-2000:]
+        first.send_signal(signal.SIGKILL)  # the driver dies with cells queued or running
+        first.wait()
+        finished = set(store.list_runs(status="done")["key"])
+        assert 1 <= len(finished) < 3
+
+        second = cli(env, *argv)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err[-2000:]
+        cells = json.loads(out)["cells"]
+        assert len(cells) == 3
+        assert {c["key"] for c in cells if c["reused"]} == finished  # only the missing cells were computed
+        runs = Store(db).list_runs()
+        done = runs[runs["status"] == "done"]
+        assert len(done) == 3 and set(done["key"]) == {c["key"] for c in cells}
+        # The killed driver's unfinished runs are not left queued or running.
+        assert set(runs["status"]) <= {"done", "failed"}
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: the head stops its Ray processes on the way out
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        shutil.rmtree(head_dir, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_nothing_imports_ray_unless_asked_for(tmp_path):
+    code = ("import sys, pruning_core as pc\n"
+            "from pruning_core.infra import cli, jobs\n"
+            "from pruning_core.infra.store import Store\n"
+            f"manager = jobs.JobManager(Store({str(tmp_path / 'plain.db')!r}), device='cpu')\n"
+            "pc.sweep(model='mlp', methods=['magnitude'], sparsities=[0.5], epochs=1, baseline=False).run()\n"
+            "manager.shutdown()\n"
+            "print('ray' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != RAY_ADDRESS_ENV}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
