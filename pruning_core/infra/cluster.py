@@ -40,6 +40,8 @@ try:
 except ImportError as error:  # an optional dependency: say how to get it
     raise ImportError("the Ray engine needs Ray: pip install -r requirements-ray.txt") from error
 
+import torch
+
 from pruning_core.config import RunConfig
 from pruning_core.engine.prune import Cancelled
 from pruning_core.infra.runner import ProgressCallback, Recorder, StoreRecorder, compute, describe_error
@@ -175,6 +177,8 @@ def compute_cell(config: dict[str, Any], ticket: int, kind: str, device: str | N
         return compute(run, recorder, kind=kind, device=device, data_root=data_root, download=download).summary
     finally:
         recorder.flush(wait=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # a worker lives on: give the GPU back to cells of other workers sharing it
 
 
 def _hub_class() -> Any:
@@ -274,6 +278,11 @@ class RayCells:
         self._tickets = itertools.count()
         self._hub: Any = None
         self._task: Any = None
+
+    def connect(self) -> None:
+        """Join the cluster (or start the local instance) now, rather than at the first `submit`."""
+        with self._lock:
+            self._connect()
 
     def _connect(self) -> None:
         if self._hub is None:

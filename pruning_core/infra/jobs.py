@@ -17,6 +17,7 @@ import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,6 +187,10 @@ class JobManager:
         """The worker thread with a cluster: every queued job goes to Ray at once (Ray queues them on its
         resources; the store's queue positions count them as before), and this thread writes the events of
         running jobs into the store. Ray starts here: a local instance belongs to the thread that starts it."""
+        try:
+            self.cluster.connect()  # at once, so that the sidebar can show the cluster before the first job
+        except Exception:  # tried again at the first job, which fails with the reason if it still cannot
+            log.exception("could not join the Ray cluster")
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._queue or self._remote or self._stopping)
@@ -212,6 +217,7 @@ class JobManager:
             except Exception:  # bookkeeping must never end the worker (a run deleted meanwhile, ...)
                 log.exception("could not record the cluster's events")
                 ended = []
+                time.sleep(1.0)  # not a busy loop while, say, the cluster is gone
             if ended:
                 try:
                     self._settle_sweeps()
