@@ -4,6 +4,7 @@
     python benchmarks/bench_sweep.py --workers 4           # a local Ray with 4 CPUs
     python benchmarks/bench_sweep.py --local-threads 0     # in process with torch's default thread count
     python benchmarks/bench_sweep.py --seeds 0,1,2         # 63 cells: Ray's start-up spread over more cells
+    python benchmarks/bench_sweep.py --repeat 3            # local, ray, local, ray, ...: medians
 
 Runs `python -m pruning_core sweep --preset quick` (digits, conv, 5 methods x 4 sparsities + dense, 10 epochs)
 as a fresh process per engine, each with a store of its own, and reads the cells' times from the store.
@@ -75,30 +76,32 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="CPUs (= workers) of the local Ray (default 2)")
     parser.add_argument("--engines", default="local,ray")
     parser.add_argument("--seeds", default="0", help="seeds of the quick preset (default 0: 21 cells; 0,1,2: 63)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per engine, interleaved (a shared machine's "
+                                                                "load changes from minute to minute)")
     parser.add_argument("--local-threads", type=int, default=1,
                         help="torch threads in process (default 1, as a Ray task gets; 0: torch's default)")
     args = parser.parse_args()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        for engine in args.engines.split(","):
-            result = run_cli(engine, Path(folder) / f"{engine}.db", args.workers, args.local_threads, args.seeds)
-            results.append(result)
-            print(f"{engine}: {result['wall']:.1f} s", file=sys.stderr, flush=True)
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n{datetime.date.today().isoformat()}, {platform.machine()} CPU with {os.cpu_count()} cores, "
-          f"load average {load:.1f} before, {load_after:.1f} after; `sweep --preset quick --device cpu`, "
-          f"{results[0]['cells']} cells; torch threads in process: {args.local_threads or 'default'}, per Ray "
-          f"worker: 1\n")
-    print("| engine | workers | wall s | startup s | mean cell s | sum of cells s | idle s | idle share | "
-          "dense accuracy |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for attempt in range(args.repeat):
+            for engine in args.engines.split(","):
+                load = os.getloadavg()[0]
+                result = run_cli(engine, Path(folder) / f"{engine}-{attempt}.db", args.workers, args.local_threads,
+                                 args.seeds)
+                results.append({**result, "load": load})
+                print(f"{engine}: {result['wall']:.1f} s (load {load:.1f})", file=sys.stderr, flush=True)
+    print(f"\n{datetime.date.today().isoformat()}, {platform.machine()} CPU with {os.cpu_count()} cores; "
+          f"`sweep --preset quick --seeds {args.seeds} --device cpu`, {results[0]['cells']} cells; torch threads "
+          f"in process: {args.local_threads or 'default'}, per Ray worker: 1\n")
+    print("| engine | workers | load before | wall s | startup s | mean cell s | sum of cells s | idle s | "
+          "idle share | dense accuracy |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['engine']} | {r['workers']} | {r['wall']:.1f} | {r['startup']:.1f} | {r['cell']:.2f} | "
-              f"{r['sum_cells']:.1f} | {r['idle']:.1f} | {r['idle'] / r['wall']:.0%} | "
+        print(f"| {r['engine']} | {r['workers']} | {r['load']:.1f} | {r['wall']:.1f} | {r['startup']:.1f} | "
+              f"{r['cell']:.2f} | {r['sum_cells']:.1f} | {r['idle']:.1f} | {r['idle'] / r['wall']:.0%} | "
               f"{r['dense_accuracy']:.1%} |")
-    ray_result = next((r for r in results if r["engine"] == "ray"), None)
-    local_result = next((r for r in results if r["engine"] == "local"), None)
+    ray_result = _median_run([r for r in results if r["engine"] == "ray"])
+    local_result = _median_run([r for r in results if r["engine"] == "local"])
     if ray_result is not None and local_result is not None:
         ideal = local_result["wall"] / ray_result["workers"]
         print(f"\nRay's overhead: {ray_result['wall']:.1f} s against {ideal:.1f} s for a perfect split of the "
@@ -113,6 +116,11 @@ def main() -> None:
         print("|---:|---:|")
         for gpus in (1, 4, 8, 32):
             print(f"| {gpus} | {gpus * 3600 / per_cell:,.0f} |")
+
+
+def _median_run(runs: list[dict]) -> dict | None:
+    """The run of median wall time (None for no runs)."""
+    return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2] if runs else None
 
 
 if __name__ == "__main__":

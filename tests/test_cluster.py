@@ -32,7 +32,7 @@ FAST = dict(model="mlp", dataset="digits", device="cpu")
 TIMING = ("prune_s", "train_s", "images_per_s", "search_s", "elapsed_s", "total_s")
 
 
-def wait_for(predicate, timeout=60.0, every=0.05):
+def wait_for(predicate, timeout=120.0, every=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -86,21 +86,25 @@ def test_a_worker_that_computed_a_cell_cannot_open_a_store(tmp_path, local_ray):
     @ray.remote(num_cpus=1)
     def cell_then_open(hub, path):
         config = pc.RunConfig(model="mlp", dataset="digits", method="magnitude", sparsity=0.5, epochs=1).to_dict()
-        summary = cl.compute_cell(config, 0, "train", "cpu", hub, None, False)
+        result = cl.compute_cell(config, 0, "train", "cpu", hub, None, False)
         try:
             Store(path)
         except RuntimeError as error:
-            return summary, str(error)
-        return summary, None
+            return result, str(error)
+        return result, None
 
     hub = cl._hub_class().remote()
-    summary, refusal = ray.get(cell_then_open.remote(hub, str(tmp_path / "worker.db")))
-    events = [name for _, attempt, batch in ray.get(hub.drain.remote()) for name, _ in batch]
+    result, refusal = ray.get(cell_then_open.remote(hub, str(tmp_path / "worker.db")))
+    sent = [event for _, attempt, batch in ray.get(hub.drain.remote()) for event in batch]
     ray.kill(hub)
-    assert summary["final_test_accuracy"] > 0.1
+    assert result["summary"]["final_test_accuracy"] > 0.1
     assert refusal is not None and "only writer" in refusal
     assert not (tmp_path / "worker.db").exists()
-    assert events[0] == "start" and events[-1] == "finish" and "pruned" in events and "metrics" in events
+    names = [name for _, name, _ in sent]
+    assert names[0] == "start" and names[-1] == "finish" and "pruned" in names and "metrics" in names
+    # The hub got every event, numbered in order, and the result carries the same ones.
+    assert [seq for seq, _, _ in sent] == list(range(len(sent)))
+    assert [(seq, name) for seq, name, _ in result["events"]] == [(seq, name) for seq, name, _ in sent]
 
 
 def test_cancelling_a_ray_sweep_cancels_the_cells_left(tmp_path, local_ray):
@@ -291,3 +295,33 @@ def test_nothing_imports_ray_unless_asked_for(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
+
+
+def test_a_lost_event_hub_loses_no_record(tmp_path, local_ray, monkeypatch):
+    grid = dict(methods=["magnitude"], sparsities=[0.5, 0.9], epochs=60, **FAST)  # about a second a cell
+    here = Store(tmp_path / "here.db")
+    local = pc.sweep(store=here, **grid).run()
+    there = Store(tmp_path / "ray.db")
+    run = pc.sweep(store=there, engine="ray", **grid)
+    # The hub dies holding events the driver has not drained yet (as when Ray's memory monitor kills it).
+    holding = threading.Event()
+    drain = cl.RayCells._drain
+    monkeypatch.setattr(cl.RayCells, "_drain", lambda self: [] if holding.is_set() else drain(self))
+    killed = []
+
+    def kill_the_hub_mid_cell():
+        assert wait_for(lambda: (there.list_runs()["status"] == "running").any(), 60)
+        holding.set()
+        time.sleep(0.5)  # the workers keep sending: the hub fills up
+        killed.append(run.cluster.pending)
+        ray.kill(run.cluster._hub, no_restart=False)  # it restarts, empty
+        holding.clear()
+
+    killer = threading.Thread(target=kill_the_hub_mid_cell, daemon=True)
+    killer.start()
+    on_ray = run.run()
+    killer.join(10)
+    assert killed and killed[0] >= 1  # the hub died while cells computed
+    assert on_ray["key"].tolist() == local["key"].tolist()
+    for a, b in zip(local["run_id"], on_ray["run_id"]):
+        assert comparable(here, int(a)) == comparable(there, int(b))  # every record whole, nothing twice

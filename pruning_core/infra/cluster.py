@@ -8,12 +8,13 @@ How a cell's records flow:
   a Ray task with the configuration, a ticket number and a handle to an event hub actor, never the store's
   path; a worker refuses to open any store (`refuse_in_this_process`).
 - The worker runs `runner.compute` with a `ForwardingRecorder`: each recorder call (start, progress, metrics,
-  pruned, finish, cancel, fail) becomes an event. Events are batched (sent at once for start, pruned and the
-  end, else at most every FLUSH_EVERY_S) as fire-and-forget calls to the hub; calls from one worker to one
-  actor run in order. The task waits for its last batch before it returns, so once its result is ready all
-  of its events are in the hub.
-- The driver drains the hub at every poll and replays each event on a `StoreRecorder`: the store keeps one
-  writer and one schema, and a cell is recorded by the same calls as an in-process run.
+  pruned, finish, cancel, fail) becomes a numbered event. Events are batched (sent at once for start, pruned
+  and the end, else at most every FLUSH_EVERY_S) as fire-and-forget calls to the hub, for the live curves;
+  calls from one worker to one actor run in order. The task also returns every event of its attempt.
+- The driver drains the hub at every poll and replays each event, in number order, on a `StoreRecorder`;
+  when the task returns, it replays the returned events it has not seen (all of them if the hub was lost:
+  Ray's memory monitor may kill it like any worker; it restarts empty). The store keeps one writer and one
+  schema, and a cell is recorded by the same calls as an in-process run.
 - Ray retries a task whose worker died (`max_retries`, default 1). The new attempt announces itself with a
   new token; the driver puts the run back to queued (`Store.requeue_run`, partial records dropped) and
   ignores late events of the dead attempt. Once the retries are spent, the run is failed with the reason.
@@ -124,12 +125,15 @@ class ForwardingRecorder(Recorder):
         self.hub = hub
         self.ticket = ticket
         self.attempt = {"token": secrets.token_hex(8), "pid": os.getpid(), "node": socket.gethostname()}
-        self._events: list[tuple[str, tuple]] = []
+        self.history: list[tuple[int, str, tuple]] = []  # every event of this attempt: the task returns it
+        self._events: list[tuple[int, str, tuple]] = []
         self._sent_at = time.monotonic()
         self._last: Any = None
 
     def _send(self, name: str, *args: Any) -> None:
-        self._events.append((name, args))
+        event = (len(self.history), name, args)
+        self.history.append(event)
+        self._events.append(event)
         if name in URGENT_EVENTS or time.monotonic() - self._sent_at >= FLUSH_EVERY_S:
             self.flush()
 
@@ -140,7 +144,10 @@ class ForwardingRecorder(Recorder):
             self._events = []
             self._sent_at = time.monotonic()
         if wait and self._last is not None:
-            ray.get(self._last)
+            try:
+                ray.get(self._last)
+            except ray_errors.RayError:  # the hub was lost: the driver replays this attempt's returned log
+                log.warning("the event hub is gone; the driver will record this cell from its result")
 
     def start(self, device: str, versions: dict[str, str] | None = None) -> None:
         self._send("start", device, versions or library_versions())  # the versions of where it computes
@@ -169,12 +176,14 @@ class ForwardingRecorder(Recorder):
 
 def compute_cell(config: dict[str, Any], ticket: int, kind: str, device: str | None, hub: Any,
                  data_root: str | None, download: bool) -> dict[str, Any]:
-    """The Ray task: compute one configuration, forwarding its records; returns the run's summary."""
+    """The Ray task: compute one configuration, forwarding its records; returns the run's summary with this
+    attempt's token and every event it sent."""
     refuse_in_this_process(WORKER_REFUSAL)
     recorder = ForwardingRecorder(hub, ticket)
     try:
         run = RunConfig.from_dict(config).canonical().validate()
-        return compute(run, recorder, kind=kind, device=device, data_root=data_root, download=download).summary
+        summary = compute(run, recorder, kind=kind, device=device, data_root=data_root, download=download).summary
+        return {"summary": summary, "attempt": recorder.attempt, "events": recorder.history}
     finally:
         recorder.flush(wait=True)
         if torch.cuda.is_available():
@@ -197,17 +206,18 @@ def _hub_class() -> Any:
             batches, self._batches = self._batches, []
             return batches
 
-    return ray.remote(num_cpus=0)(EventHub)
+    # Restarted (empty) if it dies, and calls to it retried: the workers keep sending, the driver keeps draining.
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(EventHub)
 
 
 # ---- the driver side --------------------------------------------------------------------------------
-def _coalesced(events: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
+def _coalesced(events: list[tuple[int, str, tuple]]) -> list[tuple[str, tuple]]:
     """A batch with each stretch of metrics and progress events written as one metrics call (rows in order)
     and its last progress: the same records in fewer store transactions (a training step sends both)."""
     out: list[tuple[str, tuple]] = []
     rows: list[dict[str, Any]] = []
     progress: tuple | None = None
-    for name, args in events:
+    for _, name, args in events:
         if name == "metrics":
             rows.extend(args[0])
             continue
@@ -249,6 +259,7 @@ class _Cell:
     ref: Any
     recorder: Recorder
     attempt: str | None = None
+    applied: int = -1  # the number of the attempt's last event written into the store
     attempts: int = 0
     worker: dict[str, Any] = field(default_factory=dict)
     cancelled: bool = False
@@ -351,44 +362,68 @@ class RayCells:
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        self._apply(ray.get(self._hub.drain.remote()))  # after the wait: it holds a ready cell's last events
-        return [self._settle(cells[ref]) for ref in ready]
-
-    def _apply(self, batches: list[tuple[int, dict[str, Any], list]]) -> None:
-        for ticket, attempt, events in batches:
+        for ticket, attempt, events in self._drain():
             with self._lock:
                 cell = self._cells.get(ticket)
-            if cell is None or cell.cancelled:
-                continue  # ended or cancelled here: its late events change nothing
-            for name, args in _coalesced(events):
+            if cell is not None:
+                self._apply(cell, attempt, events)
+        return [self._settle(cells[ref]) for ref in ready]
+
+    def _drain(self) -> list[tuple[int, dict[str, Any], list]]:
+        """The event batches the hub holds (after the wait: they include a ready cell's last events)."""
+        try:
+            return ray.get(self._hub.drain.remote())
+        except ray_errors.RayError as error:  # the hub is restarting: the cells' results carry their events
+            log.warning("could not drain the event hub (%s); live progress resumes when it is back", error)
+            return []
+
+    def _apply(self, cell: _Cell, attempt: dict[str, Any], events: list[tuple[int, str, tuple]]) -> None:
+        """Write an attempt's events into the store: only the next ones in number order (none twice, none
+        after a gap left by a lost hub: those come with the task's result)."""
+        if cell.cancelled:
+            return  # cancelled here: its late events change nothing
+        if attempt["token"] != cell.attempt:
+            if not events or events[0][0] != 0:
+                return  # an attempt that died, or one whose first events were lost with the hub
+            if cell.attempt is not None and cell.run_id is not None and self.store is not None:
+                log.warning("run %s: Ray retries it on a new worker; its partial records are dropped", cell.run_id)
                 try:
-                    if name == "start" and attempt["token"] != cell.attempt:
-                        if cell.attempt is not None and cell.run_id is not None and self.store is not None:
-                            log.warning("run %s: Ray retries it on a new worker; its partial records are dropped",
-                                        cell.run_id)
-                            self.store.requeue_run(cell.run_id)
-                        cell.attempt, cell.worker = attempt["token"], dict(attempt, since=time.time())
-                        cell.attempts += 1
-                    elif attempt["token"] != cell.attempt:
-                        continue  # an event of an attempt that died
-                    answer = getattr(cell.recorder, name)(*args)
-                except (ValueError, KeyError) as error:  # the run was cancelled or deleted in the store
-                    log.warning("run %s: stopping it, its record cannot take %s (%s)", cell.run_id, name, error)
-                    self.cancel(ticket)
-                    break
-                if name == "progress":
-                    if answer == "cancelled":  # cancelled in the store (by another process, say)
-                        self.cancel(ticket)
-                        break
-                    if self.on_progress is not None:
-                        self.on_progress(*args)
+                    self.store.requeue_run(cell.run_id)
+                except (ValueError, KeyError):  # cancelled or deleted in the store meanwhile
+                    self.cancel(cell.ticket)
+                    return
+            cell.attempt, cell.applied, cell.worker = attempt["token"], -1, dict(attempt, since=time.time())
+            cell.attempts += 1
+        fresh = []
+        for event in events:
+            if event[0] == cell.applied + 1 + len(fresh):
+                fresh.append(event)
+            elif event[0] > cell.applied + len(fresh):
+                break  # a gap
+        for name, args in _coalesced(fresh):
+            try:
+                answer = getattr(cell.recorder, name)(*args)
+            except (ValueError, KeyError) as error:  # the run was cancelled or deleted in the store
+                log.warning("run %s: stopping it, its record cannot take %s (%s)", cell.run_id, name, error)
+                self.cancel(cell.ticket)
+                return
+            if name == "progress":
+                if answer == "cancelled":  # cancelled in the store (by another process, say)
+                    self.cancel(cell.ticket)
+                    return
+                if self.on_progress is not None:
+                    self.on_progress(*args)
+        if fresh:
+            cell.applied = fresh[-1][0]
 
     def _settle(self, cell: _Cell) -> CellDone:
         with self._lock:
             self._cells.pop(cell.ticket, None)
         done = CellDone(cell.ticket, cell.run_id, cell.config, "cancelled" if cell.cancelled else "done")
         try:
-            done.summary = ray.get(cell.ref)
+            result = ray.get(cell.ref)
+            self._apply(cell, result["attempt"], result["events"])  # what the hub did not bring
+            done.summary = result["summary"]
         except ray_errors.TaskCancelledError:
             done.status = "cancelled"
         except ray_errors.RayTaskError as error:  # the computation raised: recorded by the worker already
