@@ -345,10 +345,6 @@ class RayCells:
         with self._lock:
             return len(self._cells)
 
-    def active_run_ids(self) -> set[int]:
-        with self._lock:
-            return {c.run_id for c in self._cells.values() if not c.cancelled and c.run_id is not None}
-
     # ---- the driver's loop ----
     def poll(self, timeout: float = 0.2) -> list[CellDone]:
         """Wait up to `timeout` seconds for a cell to end, write every event received into the store, and
@@ -424,6 +420,8 @@ class RayCells:
             result = ray.get(cell.ref)
             self._apply(cell, result["attempt"], result["events"])  # what the hub did not bring
             done.summary = result["summary"]
+            if cell.cancelled:  # its record could not take the result (cancelled or deleted in the store)
+                done.status = "cancelled"
         except ray_errors.TaskCancelledError:
             done.status = "cancelled"
         except ray_errors.RayTaskError as error:  # the computation raised: recorded by the worker already
