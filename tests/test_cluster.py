@@ -70,7 +70,7 @@ def test_a_sweep_on_ray_records_the_same_cells_as_in_process_and_only_the_driver
     assert len(on_ray) == 3
     pd.testing.assert_frame_equal(local[columns], on_ray[columns])
     assert (on_ray["final_test_accuracy"] > 0.1).all()
-    for a, b in zip(local["run_id"], on_ray["run_id"]):
+    for a, b in zip(local["run_id"], on_ray["run_id"], strict=True):
         assert comparable(here, int(a)) == comparable(there, int(b))
     # One writer: every record was written by this process, none by a worker.
     assert {there.get_run(int(r))["owner"]["pid"] for r in on_ray["run_id"]} == {os.getpid()}
@@ -323,5 +323,5 @@ def test_a_lost_event_hub_loses_no_record(tmp_path, local_ray, monkeypatch):
     killer.join(10)
     assert killed and killed[0] >= 1  # the hub died while cells computed
     assert on_ray["key"].tolist() == local["key"].tolist()
-    for a, b in zip(local["run_id"], on_ray["run_id"]):
+    for a, b in zip(local["run_id"], on_ray["run_id"], strict=True):
         assert comparable(here, int(a)) == comparable(there, int(b))  # every record whole, nothing twice
