@@ -26,3 +26,15 @@ def db(tmp_path, monkeypatch):
         manager.cancel(run_id)
     manager.wait_idle(30)
     manager.shutdown()
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance for the whole session (2 CPUs, Ray's own dashboard off), started by the first
+    test that needs the Ray engine: starting Ray takes seconds. address="local": never a cluster that
+    `ray start` left running on this machine."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

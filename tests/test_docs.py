@@ -32,3 +32,15 @@ def test_every_cli_command_is_shown():
     commands = build_parser()._subparsers._group_actions[0].choices
     for command in commands:
         assert f"pruning-core {command}" in README, command
+
+
+def test_the_scaling_out_commands_parse():
+    section = README[README.index("## Scaling out"):README.index("## Benchmarks")]
+    text = section.replace("\\\n", " ")
+    commands = [line.split("#")[0].split() for line in text.splitlines()
+                if line.startswith("pruning-core ")]
+    assert len(commands) >= 3
+    parser = build_parser()
+    for words in commands:
+        args = parser.parse_args(words[1:])  # a flag the CLI lacks is a UsageError here
+        assert args.engine == "ray"

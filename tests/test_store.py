@@ -16,7 +16,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 from pruning_core.config import RunConfig
-from pruning_core.infra.store import SCHEMA_VERSION, InvalidTransitionError, Store, UnknownRunError
+from pruning_core.infra.store import SCHEMA_VERSION, InvalidTransitionError, Store, UnknownRunError, recovery
 
 
 def config(**changes) -> dict:
@@ -463,3 +463,36 @@ def test_a_run_deleted_in_a_rolled_back_transaction_keeps_its_mask_file(store):
             store.delete_run(run)
             raise RuntimeError("injected")
     assert store.load_masks(run)["w"].tolist() == [True, False]
+
+
+# ---- a retried attempt (the Ray engine) ------------------------------------------------------
+def test_requeue_drops_a_dead_attempts_partial_records_and_the_run_starts_clean(store):
+    cfg = config(method="magnitude", sparsity=0.5)
+    run_id = store.create_run(cfg, key_of(cfg))
+    store.start_run(run_id, "CPU", versions={"python": "3.0", "torch": "9.9"})
+    assert store.get_run(run_id)["versions"] == {"python": "3.0", "torch": "9.9"}  # the computing process's
+    store.add_metrics(run_id, [{"epoch": 0.5, "train_loss": 2.0}, {"epoch": 1.0, "test_accuracy": 0.4}])
+    store.set_layers(run_id, layer_frame())
+    mask_file = store.save_masks(run_id, {"w": torch.ones(3, 3, dtype=torch.bool)})
+    store.add_timings(run_id, {"prune_s": 1.5})
+    store.update_progress(run_id, 3, 10, "training: epoch 1 of 3")
+
+    store.requeue_run(run_id)
+    record = store.get_run(run_id)
+    assert record["status"] == "queued" and record["started_at"] is None and record["device"] is None
+    assert record["n_metrics"] == 0 and not record["has_layers"] and not record["has_masks"]
+    assert record["timings"] == {} and record["progress"] == {"done": 0, "total": 0, "message": ""}
+    assert store.layers(run_id) is None and not mask_file.exists()
+    store.start_run(run_id, "CPU")  # the new attempt records as a first one does
+    store.add_metrics(run_id, [{"epoch": 1.0, "test_accuracy": 0.9}])
+    assert store.metrics(run_id)["step"].tolist() == [0]
+    store.finish_run(run_id, {"final_test_accuracy": 0.9})
+    with pytest.raises(InvalidTransitionError, match="only a queued or running run"):
+        store.requeue_run(run_id)
+
+
+def test_a_process_that_refuses_stores_cannot_open_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(recovery, "_REFUSED_HERE", "workers never open the store")
+    with pytest.raises(RuntimeError, match="workers never open the store"):
+        Store(tmp_path / "refused.db")
+    assert not (tmp_path / "refused.db").exists()

@@ -128,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_number_list(int, "--seeds"), default=None, help="comma-separated seeds (default: 0)")
     p.add_argument("--no-baseline", action="store_true", help="skip the dense baseline")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: one cell after another in this process (default); ray: every cell as a Ray task, "
+                        "side by side (pip install -r requirements-ray.txt)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: join the Ray cluster at HOST:PORT (default: start a local Ray instance)")
+    p.add_argument("--cpus-per-cell", type=float, default=None,
+                   help="with --engine ray: CPUs each cell reserves (default 1)")
+    p.add_argument("--gpus-per-cell", type=float, default=None,
+                   help="with --engine ray: GPUs each cell reserves (default 1 where the cluster has GPUs, else 0)")
     RunConfig.add_arguments(p, exclude=("method", "sparsity", "seed"))
     _add_common(p)
 
@@ -233,7 +242,7 @@ def _sweep(args: argparse.Namespace) -> int:
     """`sweep`: a methods x sparsities x seeds grid (or --preset quick) through `pc.sweep`, printing each cell as it
     finishes and the table at the end (or writing --csv)."""
     from pruning_core.studies.presets import PRESETS
-    from pruning_core.studies.sweep import sweep
+    from pruning_core.studies.sweep import SweepCellsFailed, sweep
 
     grid: dict[str, Any] = {"methods": ["synflow", "snip"], "sparsities": [0.9, 0.99], "seeds": [0]}
     fields = {k: getattr(args, k) for k in vars(args) if k in RunConfig.__dataclass_fields__}
@@ -246,12 +255,23 @@ def _sweep(args: argparse.Namespace) -> int:
     for name in ("methods", "sparsities", "seeds"):
         if getattr(args, name) is not None:
             grid[name] = getattr(args, name)
+    resources = None
+    if args.cpus_per_cell is not None or args.gpus_per_cell is not None:
+        if args.engine != "ray":
+            raise UsageError("--cpus-per-cell and --gpus-per-cell need --engine ray")
+        resources = {"num_cpus": 1 if args.cpus_per_cell is None else args.cpus_per_cell}
+        if args.gpus_per_cell is not None:
+            resources["num_gpus"] = args.gpus_per_cell
+    if args.address is not None and args.engine != "ray":
+        raise UsageError("--address needs --engine ray")
     store = _store(args)
     bar = ProgressBar(enabled=not args.quiet)
+    engine = {} if args.engine == "local" else {"engine": "ray", "address": args.address, "resources": resources}
     run = sweep(methods=grid["methods"], sparsities=grid["sparsities"], seeds=grid["seeds"],
                 baseline=not args.no_baseline, store=store, reuse=not args.recompute, device=args.device,
-                on_progress=bar, **fields)
+                on_progress=bar, **engine, **fields)
     started = time.perf_counter()
+    failed = None
     try:
         for i, row in enumerate(run, 1):
             if not args.quiet:
@@ -261,6 +281,8 @@ def _sweep(args: argparse.Namespace) -> int:
                                  f"{row['seed']}: accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}"
                                  f"{' (collapsed)' if row['collapsed'] else ''}{' (reused)' if row['reused'] else ''}\n")
                 bar.phase = ""
+    except SweepCellsFailed as error:
+        failed = error  # the Ray engine: the other cells finished; print them, then say what failed
     finally:
         bar.close()
     table = run.table
@@ -272,6 +294,9 @@ def _sweep(args: argparse.Namespace) -> int:
         print(table[["method", "sparsity", "seed", "final_test_accuracy", "effective_density", "collapsed",
                      "reused"]].to_string(index=False))
         print(f"\n{len(table)} cells in {time.perf_counter() - started:.1f}s")
+    if failed is not None:
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,12 +7,17 @@ every viewer sees the same queue positions, a queued job survives a restart of t
 write progress and results where the pages read them. The manager's supervisor thread restarts a worker that
 died (failing the run it held, with the reason) and recovers runs and sweeps left behind by processes that
 died elsewhere. Nothing here knows about Streamlit; the CLI and `pc.sweep` run in their own process, as ever.
+
+With PRUNING_RAY_ADDRESS set (host:port of a Ray cluster, or "local"), train and prune jobs go to Ray instead
+(`infra/cluster_jobs.py`: Ray runs them side by side on its GPUs/CPUs, and this process writes their records, so
+the store keeps one writer); studies stay with the local worker processes.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,9 +35,11 @@ from pruning_core.engine.models import MODELS
 from pruning_core.infra.runner import masks_reusable
 from pruning_core.infra.store import ACTIVE_STATUSES, QUEUE_TOKEN, InvalidTransitionError, Store, UnknownRunError
 from pruning_core.infra.workers import WorkerPool, worker_count, worker_devices
+from pruning_core.studies.tasks import STUDY_KIND
 
 log = logging.getLogger(__name__)
 
+RAY_ADDRESS_ENV = "PRUNING_RAY_ADDRESS"   # host:port of a Ray cluster (or "local"): train and prune jobs go there
 SUPERVISE_S = 1.0    # how often the supervisor checks the workers
 RECOVER_S = 5.0      # how often it recovers runs and sweeps of processes that died
 
@@ -90,13 +97,22 @@ class JobManager:
 
     def __init__(self, store: Store, device: str | None = None, data_root: str | None = None,
                  download: bool = True, workers: int | None = None, prewarm_s: float | None = None,
-                 autostart: bool = True):
+                 autostart: bool = True, ray_address: str | None = None):
         self.store = store
         self.device = device
         self.data_root = data_root
         self.download = download
+        address = ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+        self._dispatch = None
+        if address is not None:   # Ray is imported only when a cluster is asked for
+            from pruning_core.infra.cluster_jobs import ClusterDispatch
+
+            self._dispatch = ClusterDispatch(store, address, device=device, data_root=data_root, download=download)
+        # The Ray engine (RayCells) when jobs go to a cluster, else None; `cluster.status()` is what a sidebar shows.
+        self.cluster = self._dispatch.cells if self._dispatch is not None else None
         count = workers if workers is not None else worker_count()
-        self.pool = WorkerPool(str(store.path), count, worker_devices(count, device), data_root, download)
+        self.pool = WorkerPool(str(store.path), count, worker_devices(count, device), data_root, download,
+                               kinds=[STUDY_KIND] if self._dispatch is not None else None)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._idle = threading.Condition()
@@ -161,6 +177,9 @@ class JobManager:
                     log.warning("masks handed over for run %s not saved: it prunes them again", run_id,
                                 exc_info=True)
                 self.store.release_to_queue(run_id)
+        if self._dispatch is not None and kind != STUDY_KIND:
+            self._dispatch.wake()
+            return Submission(run_id, reused=False)
         if self._autostart:
             self.pool.start()
         self.pool.wake()
@@ -178,6 +197,8 @@ class JobManager:
             self.store.cancel_run(run_id)
         except (InvalidTransitionError, UnknownRunError):
             pass  # already finished, or deleted: nothing to cancel
+        if self._dispatch is not None:
+            self._dispatch.cancel_run(run_id)
 
     def cancel_sweep(self, sweep_id: int) -> None:
         for run_id in self.store.list_runs(status=list(ACTIVE_STATUSES), sweep_id=sweep_id)["run_id"]:
@@ -190,14 +211,19 @@ class JobManager:
     def tracked(self) -> set[int]:
         """Ids of the queue's runs still to finish: waiting for a worker, or held by one of this manager's."""
         pids = self.pool.all_pids
-        return {r["id"] for r in self.store.active_runs()
-                if (r["owner_token"] == QUEUE_TOKEN and r["owner_pid"] is None) or r["owner_pid"] in pids}
+        active = self.store.active_runs()
+        held = self._dispatch.held() if self._dispatch is not None else set()   # read after: misses no claim
+        return {r["id"] for r in active
+                if (r["owner_token"] == QUEUE_TOKEN and r["owner_pid"] is None) or r["owner_pid"] in pids
+                or r["id"] in held}
 
     @property
     def current(self) -> int | None:
         """The oldest run one of this manager's workers is running now, or None."""
         pids = self.pool.all_pids
-        running = [r["id"] for r in self.store.active_runs() if r["status"] == "running" and r["owner_pid"] in pids]
+        held = self._dispatch.held() if self._dispatch is not None else set()
+        running = [r["id"] for r in self.store.active_runs()
+                   if r["status"] == "running" and (r["owner_pid"] in pids or r["id"] in held)]
         return running[0] if running else None
 
     def worker_pids(self) -> list[int]:
@@ -227,6 +253,8 @@ class JobManager:
             for run_id in self.tracked():
                 self.cancel(run_id)
         self._stopping.set()
+        if self._dispatch is not None:
+            self._dispatch.stop(cancel=cancel)
         self.pool.stop(timeout if timeout is not None else 30.0)
         if threading.current_thread() is not self._supervisor:
             self._supervisor.join(5)
@@ -253,7 +281,8 @@ class JobManager:
                     pass   # it finished (or was deleted) just before its worker died
 
     def _queued_jobs(self) -> bool:
-        return any(r["status"] == "queued" and r["owner_token"] == QUEUE_TOKEN for r in self.store.active_runs())
+        return any(r["status"] == "queued" and r["owner_token"] == QUEUE_TOKEN
+                   and (self._dispatch is None or r["kind"] == STUDY_KIND) for r in self.store.active_runs())
 
     def _supervise(self) -> None:
         last_recovery = time.monotonic()

@@ -2,7 +2,10 @@
 
 The CLI, the sweep and the dashboard's job manager all run configurations through `execute`, so a
 run is recorded the same way wherever it starts, and a configuration whose key already has a finished
-run in the store is reused instead of computed again.
+run in the store is reused instead of computed again. `execute` = validation, reuse check + `compute` (the
+work, which reports to a `Recorder`, never to the store) with a `StoreRecorder`; the Ray engine
+(`infra/cluster.py`) runs `compute` in a worker and replays its recorder calls on a `StoreRecorder` in the
+driver, so a run is recorded by the same store calls wherever it computes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -81,6 +85,87 @@ def prune_with_config(model: nn.Module, config: RunConfig, dataset: Dataset,
     return result
 
 
+class Recorder:
+    """Where a computing run's records go. This base keeps nothing (a run without a store)."""
+
+    def start(self, device: str, versions: dict[str, str] | None = None) -> None:
+        """The run starts computing on `device` (with these library versions; None: this process's). Raises
+        Cancelled when the run was cancelled before it started."""
+
+    def handed_masks(self, config: RunConfig) -> dict[str, torch.Tensor] | None:
+        """Masks handed over with the run's submission that can stand in for pruning it, or None."""
+        return None
+
+    def progress(self, message: str, done: float, total: float) -> str:
+        """Progress so far; returns the run's status ('cancelled' = stop at once)."""
+        return "running"
+
+    def metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Metric rows: training steps and evaluations, a mask search's rounds, mask updates."""
+
+    def pruned(self, layers: pd.DataFrame, masks: Mapping[str, Any] | None, prune_s: float) -> None:
+        """The per-layer table, the masks (None: the handed-over ones, stored already) and the pruning time."""
+
+    def final_mask(self, masks: Mapping[str, Any], layers: pd.DataFrame) -> None:
+        """Dynamic sparse training moved the mask: the final one replaces the initial mask and layer table."""
+
+    def finish(self, summary: dict[str, Any], timings: dict[str, float]) -> None:
+        """The run is done with this summary."""
+
+    def cancel(self) -> None:
+        """The run stopped because it was cancelled."""
+
+    def fail(self, error: str) -> None:
+        """The run stopped on an error (one plain sentence)."""
+
+
+class StoreRecorder(Recorder):
+    """Records one run (already created, queued) in `store`: the store calls `execute` makes."""
+
+    def __init__(self, store: Store, run_id: int):
+        self.store = store
+        self.run_id = run_id
+
+    def start(self, device: str, versions: dict[str, str] | None = None) -> None:
+        _start(self.store, self.run_id, device, versions)
+
+    def handed_masks(self, config: RunConfig) -> dict[str, torch.Tensor] | None:
+        return _handed_over_masks(self.store, self.run_id, config)
+
+    def progress(self, message: str, done: float, total: float) -> str:
+        return self.store.update_progress(self.run_id, done, total, message)
+
+    def metrics(self, rows: list[dict[str, Any]]) -> None:
+        self.store.add_metrics(self.run_id, rows)
+
+    def pruned(self, layers: pd.DataFrame, masks: Mapping[str, Any] | None, prune_s: float) -> None:
+        with self.store.transaction():
+            self.store.set_layers(self.run_id, layers)
+            if masks is not None:
+                self.store.save_masks(self.run_id, masks)
+            self.store.add_timings(self.run_id, {"prune_s": prune_s})
+
+    def final_mask(self, masks: Mapping[str, Any], layers: pd.DataFrame) -> None:
+        with self.store.transaction():
+            self.store.save_masks(self.run_id, masks)
+            self.store.set_layers(self.run_id, layers)
+
+    def finish(self, summary: dict[str, Any], timings: dict[str, float]) -> None:
+        self.store.finish_run(self.run_id, summary, timings)
+
+    def cancel(self) -> None:
+        try:
+            self.store.cancel_run(self.run_id)
+        except (InvalidTransitionError, UnknownRunError):
+            pass  # already cancelled by the user, or deleted
+
+    def fail(self, error: str) -> None:
+        try:
+            self.store.fail_run(self.run_id, error)
+        except (InvalidTransitionError, UnknownRunError):
+            pass   # cancelled or deleted meanwhile: the original error is the one to raise
+
+
 def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train", run_id: int | None = None,
             reuse: bool = True, device: str | torch.device | None = None,
             on_progress: ProgressCallback | None = None, on_event: Callable[[TrainEvent], None] | None = None,
@@ -108,12 +193,27 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
     if store is not None and run_id is None:
         resolve_device(device)   # a device that does not exist here is bad input: nothing is recorded
         run_id = store.create_run(config.to_dict(), key=key, kind=kind)
+    recorder = StoreRecorder(store, run_id) if store is not None else Recorder()
+    outcome = compute(config, recorder, kind=kind, device=device, on_progress=on_progress, on_event=on_event,
+                      should_stop=should_stop, data_root=data_root, download=download, keep_model=keep_model)
+    outcome.run_id = run_id
+    return outcome
+
+
+def compute(config: RunConfig, recorder: Recorder, *, kind: str = "train",
+            device: str | torch.device | None = None, on_progress: ProgressCallback | None = None,
+            on_event: Callable[[TrainEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
+            data_root: str | None = None, download: bool = True, keep_model: bool = False) -> RunOutcome:
+    """Compute one validated, canonical configuration, telling `recorder` everything worth recording as it
+    happens (the part of `execute` that needs no store: the Ray engine runs it in a worker process). Errors are
+    reported to the recorder (fail) and raised; a cancel (the recorder's status, `should_stop()`, or a
+    KeyboardInterrupt) is reported (cancel) and raised. The outcome's run_id is None (the caller knows it)."""
     started = time.perf_counter()
     # The torch thread count is part of what fixes a result (threads.py): set for this run, restored after.
     thread_scope = contextlib.ExitStack()
 
     def report(message: str, done: float, total: float) -> None:
-        status = store.update_progress(run_id, done, total, message) if store is not None else "running"
+        status = recorder.progress(message, done, total)
         if status == "cancelled" or (should_stop is not None and should_stop()):
             raise Cancelled(message)
         if on_progress is not None:
@@ -125,8 +225,7 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         # never left queued for the next process to call it "killed".
         target = resolve_device(device)
         threads = thread_scope.enter_context(run_threads(target))
-        if store is not None:
-            _start(store, run_id, device_name(target))
+        recorder.start(device_name(target))
         report("loading data", 0, 1)
         dataset = load_dataset(config.dataset, root=data_root, download=download)
         model = build_model(config, dataset).to(target)
@@ -139,37 +238,29 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         def search_round(record: dict[str, Any]) -> None:
             # A round of a mask search (IMP, GemMiner) as a metrics row tagged phase="search", so that pages
             # can draw the search while it runs; its keys are renamed where they would clash with metric columns.
-            if store is not None:
-                row = {("search_" + k if k in SEARCH_CLASHES else k): v for k, v in record.items()}
-                store.add_metrics(run_id, [{"phase": SEARCH_PHASE, **row}])
+            row = {("search_" + k if k in SEARCH_CLASHES else k): v for k, v in record.items()}
+            recorder.metrics([{"phase": SEARCH_PHASE, **row}])
 
-        handed = _handed_over_masks(store, run_id, config) if store is not None and run_id is not None else None
+        handed = recorder.handed_masks(config)
         result = prune_from_masks(model, config, dataset, handed) if handed is not None else None
         if result is None:
             result = prune_with_config(model, config, dataset, prune_progress, on_round=search_round)
         prune_s = time.perf_counter() - started
         summary: dict[str, Any] = {**result.summary(), "method": config.method}
-        if store is not None:
-            with store.transaction():
-                store.set_layers(run_id, result.layers)
-                if handed is None:
-                    store.save_masks(run_id, result.masks)
-                store.add_timings(run_id, {"prune_s": prune_s})
+        recorder.pruned(result.layers, result.masks if handed is None else None, prune_s)
         train_result = None
         if kind != "prune":
             dynamic = sparse_training_settings(config)
 
             def mask_update(record: dict[str, Any]) -> None:
-                if store is not None:
-                    store.add_metrics(run_id, [{"step": record["step"], "phase": MASK_PHASE,
-                                                "drop_fraction": record["drop_fraction"], **layer}
-                                               for layer in record["layers"]])
+                recorder.metrics([{"step": record["step"], "phase": MASK_PHASE,
+                                   "drop_fraction": record["drop_fraction"], **layer} for layer in record["layers"]])
 
             training = train(model, None, dataset, seed=config.seed, device=target, **training_settings(config),
                              **dynamic, on_mask_update=mask_update if dynamic else None)
             for event in training:
-                if store is not None and event.kind in ("eval", "step"):
-                    store.add_metrics(run_id, [event.as_row()])
+                if event.kind in ("eval", "step"):
+                    recorder.metrics([event.as_row()])
                 if on_event is not None:
                     on_event(event)
                 epochs = max(event.epochs, 1)
@@ -181,10 +272,7 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
                 final = attached_masks(model)
                 layers = layer_table(model, final, dataset.input_shape)
                 summary["final_effective_density"] = float(layers["effective_kept"].sum() / layers["total"].sum())
-                if store is not None:
-                    with store.transaction():
-                        store.save_masks(run_id, final)
-                        store.set_layers(run_id, layers)
+                recorder.final_mask(final, layers)
         summary.update(device=device_name(target), threads=threads)   # what, besides the key, fixed the numbers
         # One collapse warning, with the chance level: training's (when it trained) is the same sentence.
         summary["warnings"] = list(dict.fromkeys([*summary.get("warnings", []),
@@ -192,32 +280,26 @@ def execute(config: RunConfig, store: Store | None = None, *, kind: str = "train
         timings = {"prune_s": prune_s, "total_s": time.perf_counter() - started}
         if train_result is not None:
             timings["train_s"] = train_result.elapsed_s
-        if store is not None:
-            store.finish_run(run_id, summary, timings)
-        return RunOutcome(run_id, config, summary, reused=False, prune_result=result, train_result=train_result,
+        recorder.finish(summary, timings)
+        return RunOutcome(None, config, summary, reused=False, prune_result=result, train_result=train_result,
                           model=model if keep_model else None)
     except (Cancelled, KeyboardInterrupt):
-        if store is not None:
-            try:
-                store.cancel_run(run_id)
-            except (InvalidTransitionError, UnknownRunError):
-                pass  # already cancelled by the user, or deleted
+        recorder.cancel()
         raise
     except Exception as error:
-        if store is not None:
-            try:
-                store.fail_run(run_id, describe_error(error))
-            except (InvalidTransitionError, UnknownRunError):
-                pass   # cancelled or deleted meanwhile: the original error is the one to raise
+        recorder.fail(describe_error(error))
         raise
     finally:
         thread_scope.close()
 
 
-def _start(store: Store, run_id: int, device: str) -> None:
+def _start(store: Store, run_id: int, device: str, versions: dict[str, str] | None = None) -> None:
     """Mark the queued run running; a run cancelled while it waited raises Cancelled."""
     try:
-        store.start_run(run_id, device)
+        if versions is None:   # the same call as ever where the run computes in this process
+            store.start_run(run_id, device)
+        else:
+            store.start_run(run_id, device, versions=versions)
     except InvalidTransitionError:
         if store.get_run(run_id)["status"] == "cancelled":
             raise Cancelled(f"run {run_id} was cancelled before it started") from None

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,14 +124,15 @@ def release_memory() -> None:
 
 def serve(store: Store, *, device: str | None = None, data_root: str | None = None, download: bool = True,
           wait: Callable[[float], bool] | None = None, should_stop: Callable[[], bool] = lambda: False,
-          cleanup: Callable[[], None] = release_memory, idle_poll_s: float = IDLE_POLL_S) -> None:
-    """The worker loop: claim the oldest queued run, run it, clean up, settle finished sweeps; when nothing is
+          cleanup: Callable[[], None] = release_memory, idle_poll_s: float = IDLE_POLL_S,
+          kinds: Sequence[str] | None = None) -> None:
+    """The worker loop: claim the oldest queued run (of these `kinds`; None: any), run it, clean up, settle finished sweeps; when nothing is
     queued, `wait(seconds)` for a wake-up (returning False ends the loop; default: sleep). Ends when
     `should_stop()` says so; no job, clean-up or store error ends it."""
     wait = wait or (lambda seconds: time.sleep(seconds) or True)
     while not should_stop():
         try:
-            run_id = store.claim_queued()
+            run_id = store.claim_queued(kinds)
         except Exception:
             log.exception("could not read the job queue; trying again")
             run_id = None
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="where datasets are (default: $PRUNING_DATA_DIR)")
     parser.add_argument("--no-download", action="store_true", help="never download a dataset")
     parser.add_argument("--workers", type=int, default=1, help="how many workers share this machine (threads)")
+    parser.add_argument("--kinds", default=None,
+                        help="comma-separated run kinds this worker takes (default: all; the job manager with a Ray "
+                             "cluster leaves train and prune runs to Ray)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     _limit_threads(args.workers)
@@ -196,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(store, device=args.device, data_root=args.data_root, download=not args.no_download,
               wait=line.wait if line is not None else None,
-              should_stop=(lambda: line.closed) if line is not None else (lambda: False))
+              should_stop=(lambda: line.closed) if line is not None else (lambda: False),
+              kinds=args.kinds.split(",") if args.kinds else None)
     except KeyboardInterrupt:
         pass   # Ctrl-C: the run in hand was recorded as cancelled
     finally:
@@ -215,12 +220,13 @@ class WorkerPool:
     """Worker subprocesses over one store: started on demand, woken on submission, restarted when one dies."""
 
     def __init__(self, db_path: str, count: int, devices: list[str | None] | None = None,
-                 data_root: str | None = None, download: bool = True):
+                 data_root: str | None = None, download: bool = True, kinds: Sequence[str] | None = None):
         if count < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {count}")
         self.db_path, self.count = db_path, count
         self.devices = devices or [None] * count
         self.data_root, self.download = data_root, download
+        self.kinds = list(kinds) if kinds is not None else None   # the run kinds its workers take (None: all)
         self._workers: list[Worker | None] = [None] * count
         self._failures = [0] * count          # quick deaths in a row, per slot (restart backoff)
         self._not_before = [0.0] * count
@@ -238,6 +244,8 @@ class WorkerPool:
             command += ["--data-root", str(self.data_root)]
         if not self.download:
             command.append("--no-download")
+        if self.kinds is not None:
+            command += ["--kinds", ",".join(self.kinds)]
         return command
 
     def _spawn(self, slot: int) -> Worker:

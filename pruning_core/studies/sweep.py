@@ -2,8 +2,9 @@
 
 Every cell prunes the SAME initial weights for a given seed (the model is built right after
 `torch.manual_seed(seed)`), so methods are compared fairly, as in the papers; a dense baseline per seed
-is included. Cells run one after another; each finished cell is yielded at once so a chart can fill
-in live.
+is included. Cells run one after another in this process (engine "local"), or side by side as Ray tasks
+(engine "ray": a local Ray instance, or the cluster at `address`; see infra/cluster.py); each finished
+cell is yielded at once so a chart can fill in live.
 
     table = pc.sweep(model="conv", dataset="digits", methods=["synflow", "snip"],
                      sparsities=[0.9, 0.99], seeds=[0], epochs=10).run()
@@ -22,6 +23,7 @@ from pruning_core.engine.prune import Cancelled
 from pruning_core.infra.runner import RunOutcome, execute
 from pruning_core.infra.store import Store
 
+ENGINES = ("local", "ray")
 SWEEP_COLUMNS = ["method", "sparsity", "seed", "density", "compression", "log_compression", "final_test_accuracy",
                  "best_test_accuracy", "effective_density", "collapsed", "collapsed_layers", "prune_s", "train_s",
                  "run_id", "key", "reused"]
@@ -72,13 +74,24 @@ def cell_row(config: RunConfig, summary: dict[str, Any], run_id: int | None, reu
     }
 
 
-class SweepRun:
-    """Iterator of finished cells (table rows); `.run()` finishes the sweep and returns `.table`."""
+class SweepCellsFailed(RuntimeError):
+    """Some cells of a sweep on Ray failed (the others finished): `failures` maps their keys to the reason."""
 
-    def __init__(self, cells: list[RunConfig], rows: Iterator[dict[str, Any]]):
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        reasons = "; ".join(f"{key}: {reason}" for key, reason in failures.items())
+        super().__init__(f"{len(failures)} cell(s) of the sweep failed: {reasons}")
+
+
+class SweepRun:
+    """Iterator of finished cells (table rows); `.run()` finishes the sweep and returns `.table` (rows in
+    the cells' order). `cluster` is the Ray engine's RayCells (None in process)."""
+
+    def __init__(self, cells: list[RunConfig], rows: Iterator[dict[str, Any]], cluster: Any = None):
         self.cells = cells
         self._rows = rows
         self.rows: list[dict[str, Any]] = []
+        self.cluster = cluster
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
@@ -90,7 +103,9 @@ class SweepRun:
 
     @property
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=SWEEP_COLUMNS)
+        order = {cell.key(): i for i, cell in enumerate(self.cells)}  # Ray finishes cells in any order
+        rows = sorted(self.rows, key=lambda row: order.get(row["key"], len(order)))
+        return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
     def run(self) -> pd.DataFrame:
         for _ in self:
@@ -102,6 +117,7 @@ def sweep(model: str = "conv", dataset: str = "digits", methods: Sequence[str] =
           sparsities: Sequence[float] = (0.9, 0.99), seeds: Sequence[int] = (0,), epochs: int | None = None, *,
           baseline: bool = True, store: Store | None = None, reuse: bool = True, device: str | None = None,
           should_stop: Callable[[], bool] | None = None, on_progress: Callable[[str, float, float], None] | None = None,
+          engine: str = "local", address: str | None = None, resources: dict[str, Any] | None = None,
           **fields: Any) -> SweepRun:
     """Prune -> train -> evaluate every (method, sparsity, seed) cell plus a dense baseline per seed.
 
@@ -109,8 +125,24 @@ def sweep(model: str = "conv", dataset: str = "digits", methods: Sequence[str] =
     table (a DataFrame with SWEEP_COLUMNS). Other RunConfig fields (schedule, batch_size, ...) pass through
     `fields`. With a `store`, cells are recorded (and finished cells of the same key reused, not recomputed).
     A cell whose network collapsed is still trained and marked `collapsed`.
+
+    engine="ray" runs each cell as a Ray task (needs requirements-ray.txt): on a local Ray instance, or on
+    the cluster at `address` ("host:port"). `resources` are each task's Ray options (default: one GPU where
+    the cluster has GPUs, else one CPU). This process stays the store's one writer. A cell whose worker is
+    lost is retried once; cells that still fail are reported after the others finish (SweepCellsFailed).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "ray" and (address is not None or resources is not None):
+        raise ValueError("address and resources are for the Ray engine: pass engine='ray' too")
     cells = sweep_cells(model, dataset, methods, sparsities, seeds, epochs, baseline, **fields)
+    cluster = None
+    if engine == "ray":
+        try:
+            from pruning_core.infra.cluster import RayCells
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+        cluster = RayCells(store, address=address, resources=resources, device=device, on_progress=on_progress)
 
     def rows() -> Iterator[dict[str, Any]]:
         sweep_id = None
@@ -119,16 +151,10 @@ def sweep(model: str = "conv", dataset: str = "digits", methods: Sequence[str] =
                                            "sparsities": list(sparsities), "seeds": list(seeds), "epochs": epochs,
                                            "fields": fields, "cells": [c.key() for c in cells]}, status="running")
         try:
-            for cell in cells:
-                if should_stop is not None and should_stop():
-                    raise Cancelled("sweep cancelled")
-                outcome: RunOutcome
-                run_id = None
-                if store is not None and not (reuse and store.find_done(cell.key(), kind="train")):
-                    run_id = store.create_run(cell.to_dict(), key=cell.key(), kind="train", sweep_id=sweep_id)
-                outcome = execute(cell, store, kind="train", run_id=run_id, reuse=reuse, device=device,
-                                  should_stop=should_stop, on_progress=on_progress)
-                yield cell_row(cell, outcome.summary, outcome.run_id, outcome.reused)
+            if cluster is not None:
+                yield from _rows_on_ray(cluster, cells, store, sweep_id, reuse, should_stop)
+            else:
+                yield from _rows_in_process(cells, store, sweep_id, reuse, device, should_stop, on_progress)
         except Cancelled:
             if store is not None:
                 store.set_sweep_status(sweep_id, "cancelled")
@@ -140,4 +166,54 @@ def sweep(model: str = "conv", dataset: str = "digits", methods: Sequence[str] =
         if store is not None:
             store.set_sweep_status(sweep_id, "done")
 
-    return SweepRun(cells, rows())
+    return SweepRun(cells, rows(), cluster)
+
+
+def _rows_in_process(cells: list[RunConfig], store: Store | None, sweep_id: int | None, reuse: bool,
+                     device: str | None, should_stop: Callable[[], bool] | None,
+                     on_progress: Callable[[str, float, float], None] | None) -> Iterator[dict[str, Any]]:
+    """The local engine's rows: one cell after another in this process."""
+    for cell in cells:
+        if should_stop is not None and should_stop():
+            raise Cancelled("sweep cancelled")
+        outcome: RunOutcome
+        run_id = None
+        if store is not None and not (reuse and store.find_done(cell.key(), kind="train")):
+            run_id = store.create_run(cell.to_dict(), key=cell.key(), kind="train", sweep_id=sweep_id)
+        outcome = execute(cell, store, kind="train", run_id=run_id, reuse=reuse, device=device,
+                          should_stop=should_stop, on_progress=on_progress)
+        yield cell_row(cell, outcome.summary, outcome.run_id, outcome.reused)
+
+
+def _rows_on_ray(cluster: Any, cells: list[RunConfig], store: Store | None, sweep_id: int | None, reuse: bool,
+                 should_stop: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
+    """The Ray engine's rows: reused cells at once, then every other cell as it ends on the cluster."""
+    def stop_asked() -> bool:
+        return should_stop is not None and should_stop()
+
+    failures: dict[str, str] = {}
+    try:
+        for cell in cells:
+            if stop_asked():
+                raise Cancelled("sweep cancelled")
+            done = store.find_done(cell.key(), kind="train") if store is not None and reuse else None
+            if done is not None:
+                yield cell_row(cell, done.get("summary") or {}, done["id"], True)
+                continue
+            run_id = None if store is None else store.create_run(cell.to_dict(), key=cell.key(), kind="train",
+                                                                   sweep_id=sweep_id)
+            cluster.submit(cell, run_id=run_id)
+        while cluster.pending:
+            if stop_asked():
+                raise Cancelled("sweep cancelled")
+            for ended in cluster.poll(0.2):
+                if stop_asked():  # as in process: no row after the stop (the cell is in the store)
+                    raise Cancelled("sweep cancelled")
+                if ended.status == "done":
+                    yield cell_row(ended.config, ended.summary, ended.run_id, False)
+                else:
+                    failures[ended.config.key()] = ended.error or ended.status
+    finally:
+        cluster.close()  # a cancelled or abandoned sweep: its remaining cells are cancelled, not left running
+    if failures:
+        raise SweepCellsFailed(failures)

@@ -8,7 +8,8 @@ kept beside the database as bit-packed, compressed files: ``<db_dir>/masks/<db_n
 - `connections`: one SQLite connection per thread (WAL, ``busy_timeout``) and nesting transactions, so a
   background worker can write while several page sessions read.
 - `recovery`: which process owns a run or sweep; opening a store fails the runs whose owner is gone (killed,
-  restarted), keeps queued the runs left to the job queue, and settles sweeps whose driver is gone.
+  restarted), keeps queued the runs left to the job queue, and settles sweeps whose driver is gone; a process
+  may refuse to open any store (a Ray worker: the driver is the one writer).
 - `encoding`: JSON columns, per-layer tables as JSON rows, strict JSON for export.
 - `records`: rows as the dicts and DataFrames the store returns.
 - `mask_files`: atomic, bit-packed mask files.
@@ -16,7 +17,8 @@ kept beside the database as bit-packed, compressed files: ``<db_dir>/masks/<db_n
 """
 
 from pruning_core.infra.store.records import SUMMARY_COLUMNS, TIMING_COLUMNS
-from pruning_core.infra.store.recovery import INTERRUPTED_ERROR, PROCESS_TOKEN, QUEUE_TOKEN, library_versions
+from pruning_core.infra.store.recovery import (INTERRUPTED_ERROR, PROCESS_TOKEN, QUEUE_TOKEN, library_versions,
+                                               refuse_in_this_process)
 from pruning_core.infra.store.schema import (ACTIVE_STATUSES, BUSY_TIMEOUT_MS, DEFAULT_PATH, ENV_VAR, FINAL_STATUSES,
                                              METRIC_COLUMNS, MIGRATIONS, SCHEMA_VERSION, STATUSES, NewerDatabaseError)
 from pruning_core.infra.store.store import InvalidTransitionError, Store, UnknownRunError
@@ -25,5 +27,5 @@ __all__ = [
     "ACTIVE_STATUSES", "BUSY_TIMEOUT_MS", "DEFAULT_PATH", "ENV_VAR", "FINAL_STATUSES", "INTERRUPTED_ERROR",
     "METRIC_COLUMNS", "MIGRATIONS", "PROCESS_TOKEN", "QUEUE_TOKEN", "SCHEMA_VERSION", "STATUSES", "SUMMARY_COLUMNS",
     "TIMING_COLUMNS", "InvalidTransitionError", "NewerDatabaseError", "Store", "UnknownRunError",
-    "library_versions",
+    "library_versions", "refuse_in_this_process",
 ]

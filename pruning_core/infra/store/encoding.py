@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +155,12 @@ def scalar(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+SQL_CHUNK = 500   # bound parameters per query (SQLite allows at least 999)
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    """`items` in lists of at most `size` (queries that bind more parameters than SQLite allows at once)."""
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])

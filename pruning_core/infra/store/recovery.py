@@ -115,6 +115,18 @@ def release_to_queue(conn: sqlite3.Connection, run_id: int) -> None:
                  (*queue_owner_columns().values(), run_id))
 
 
+def requeue(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
+    """Inside the caller's write transaction: put a run back to queued with its partial records (metrics, layers,
+    timings, progress, the mask file's name) removed, so that a retried attempt records it from a clean start.
+    The caller removes the mask file once the transaction commits."""
+    conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+    conn.execute("DELETE FROM layers WHERE run_id = ?", (run_id,))
+    conn.execute("UPDATE runs SET status = 'queued', started_at = NULL, device = NULL, versions = NULL, "
+                 "timings = '{}', summary = NULL, progress_done = 0, progress_total = 0, progress_message = '', "
+                 "layers_meta = NULL, masks_file = NULL WHERE id = ?", (run_id,))
+    return {}  # nothing more to set (`Store._transition`'s update)
+
+
 def recover_orphans(conn: sqlite3.Connection) -> list[int]:
     """Inside the caller's write transaction: fail the queued/running runs whose owner is gone (a queued run left
     to the job queue, which no process owns yet, stays queued); return their ids."""
@@ -162,6 +174,22 @@ def settle_sweeps(conn: sqlite3.Connection) -> list[int]:
                      ("done" if complete else "failed", time.time(), sweep["id"]))
         settled.append(sweep["id"])
     return settled
+
+
+# Set in processes that must never open a store (Ray workers: the driver is the store's one writer).
+_REFUSED_HERE: str | None = None
+
+
+def refuse_in_this_process(reason: str) -> None:
+    """From now on, opening a Store in this process raises RuntimeError(reason)."""
+    global _REFUSED_HERE
+    _REFUSED_HERE = reason
+
+
+def check_allowed() -> None:
+    """Raise the refusal's RuntimeError where this process refuses stores (`refuse_in_this_process`); else None."""
+    if _REFUSED_HERE is not None:
+        raise RuntimeError(_REFUSED_HERE)
 
 
 _INSTALLED_VERSIONS: dict[str, str | None] = {}

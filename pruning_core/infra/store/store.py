@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import pandas as pd
 
 from pruning_core.infra.store import mask_files, records, recovery
 from pruning_core.infra.store.connections import Connections
-from pruning_core.infra.store.encoding import (check_id, decode_layers, dumps, encode_layers, frame_records, loads,
-                                               number, plain, text)
+from pruning_core.infra.store.encoding import (SQL_CHUNK, check_id, chunks, decode_layers, dumps, encode_layers,
+                                               frame_records, loads, number, plain, text)
 from pruning_core.infra.store.schema import (ACTIVE_STATUSES, DEFAULT_PATH, ENV_VAR, FINAL_STATUSES, METRIC_COLUMNS,
                                              check_status, migrate)
 
@@ -42,6 +42,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None, recover: bool = True):
         """Open (creating or migrating) the store at `path`, $PRUNING_DB or ./runs/pruning.db."""
+        recovery.check_allowed()  # a Ray worker never opens a store
         raw = path if path is not None else (os.environ.get(ENV_VAR) or DEFAULT_PATH)
         self.path = Path(raw).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,13 +167,20 @@ class Store:
             return [dict(r) for r in conn.execute("SELECT id, kind, status, owner_pid, owner_token FROM runs "
                                                   "WHERE status IN ('queued', 'running') ORDER BY id")]
 
-    def start_run(self, run_id: int, device: str) -> None:
-        """Mark a queued run running on `device`, owned by this process, with the library versions."""
+    def start_run(self, run_id: int, device: str, versions: Mapping[str, str] | None = None) -> None:
+        """Mark a queued run running on `device`, owned by this process, with the computing process's `versions`."""
         if not isinstance(device, str):
             raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+        versions_json = dumps(dict(versions) if versions is not None else recovery.library_versions(), "versions")
         self._transition(run_id, ("queued",), "running", lambda conn, row: {
-            "started_at": time.time(), "device": device,
-            "versions": dumps(recovery.library_versions(), "versions"), **recovery.owner_columns()})
+            "started_at": time.time(), "device": device, "versions": versions_json, **recovery.owner_columns()})
+
+    def requeue_run(self, run_id: int) -> None:
+        """Put an active run back to queued, its partial records removed (`recovery.requeue`): a retried attempt."""
+        def update(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+            self._discard_masks_on_commit(row)
+            return recovery.requeue(conn, row["id"])
+        self._transition(run_id, ACTIVE_STATUSES, "queued", update)
 
     def update_progress(self, run_id: int, done: float, total: float, message: str = "") -> str:
         """Set a run's progress (done of total, with a message) and return its status ('cancelled' = stop)."""
@@ -307,9 +315,11 @@ class Store:
         conn.execute("DELETE FROM metrics WHERE run_id = ?", (row["id"],))
         conn.execute("DELETE FROM layers WHERE run_id = ?", (row["id"],))
         conn.execute("DELETE FROM runs WHERE id = ?", (row["id"],))
-        if row["masks_file"] is not None:
-            path = self.masks_dir / row["masks_file"]
-            self._connections.after(on_commit=lambda: mask_files.discard(path))
+        self._discard_masks_on_commit(row)
+
+    def _discard_masks_on_commit(self, row: sqlite3.Row) -> None:
+        if row["masks_file"] is not None:  # the file goes once the transaction commits, not if it rolls back
+            self._connections.after(on_commit=lambda: mask_files.discard(self.masks_dir / row["masks_file"]))
 
     def tidy_mask_files(self) -> list[str]:
         """Tidy the mask files a killed process left behind (`mask_files.clean_leftovers`; opening does this)."""
@@ -388,7 +398,7 @@ class Store:
         with self._transaction("read") as conn:
             # Indexed lookups by key (runs_key), in chunks below SQLite's limit on bound parameters: never the
             # whole table, which made every poll and every submitted cell cost O(runs in the store).
-            for chunk in _chunks(keys, SQL_CHUNK):
+            for chunk in chunks(keys, SQL_CHUNK):
                 sql = f"SELECT id, key, status FROM runs WHERE key IN ({', '.join('?' * len(chunk))})"
                 params: list[Any] = list(chunk)
                 if kind is not None:
@@ -399,7 +409,7 @@ class Store:
                     if row["key"] not in best or candidate < best[row["key"]]:
                         best[row["key"]] = candidate
             ids = [-best[key][1] for key in keys if key in best]   # in the order of `keys`
-            for chunk in _chunks(ids, SQL_CHUNK):
+            for chunk in chunks(ids, SQL_CHUNK):
                 found = {row["id"]: row for row in conn.execute(
                     f"SELECT * FROM runs WHERE id IN ({', '.join('?' * len(chunk))})", chunk)}
                 rows += [found[run_id] for run_id in chunk]
@@ -430,8 +440,7 @@ class Store:
         """A run's per-layer table as stored by `set_layers`, or None when none was stored."""
         with self._transaction("read") as conn:
             row = self._row(conn, run_id)
-            rows = conn.execute("SELECT row FROM layers WHERE run_id = ? ORDER BY position",
-                                (row["id"],)).fetchall()
+            rows = conn.execute("SELECT row FROM layers WHERE run_id = ? ORDER BY position", (row["id"],)).fetchall()
         if row["layers_meta"] is None:
             return None
         return decode_layers(row["layers_meta"], [r["row"] for r in rows])
@@ -453,8 +462,7 @@ class Store:
                 record = self.get_run(run_id)
                 record.pop("owner")
                 record["metrics"] = frame_records(self.metrics(run_id))
-                layers = self.layers(run_id)
-                record["layers"] = None if layers is None else frame_records(layers)
+                record["layers"] = None if (layers := self.layers(run_id)) is None else frame_records(layers)
                 exported.append(plain(record))
         return exported
 
@@ -510,11 +518,3 @@ class Store:
             for row in conn.execute("SELECT * FROM runs WHERE sweep_id = ?", (sweep_id,)).fetchall():
                 self._delete_run_rows(conn, row)
             conn.execute("DELETE FROM sweeps WHERE id = ?", (sweep_id,))
-
-
-SQL_CHUNK = 500   # bound parameters per query (SQLite allows at least 999)
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
