@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import streamlit as st
 import torch
 
+from dashboard.text import escape_markdown
 from pruning_core.engine.data import DatasetUnavailableError
 from pruning_core.infra import runner
 from pruning_core.infra.store import UnknownRunError
@@ -19,18 +20,20 @@ log = logging.getLogger(__name__)
 
 
 def friendly_error(error: BaseException) -> str:
-    """One plain message (markdown) for an exception: what went wrong and what to do; never a traceback."""
+    """One plain message (markdown) for an exception: what went wrong and what to do; never a traceback. The
+    exception's text is escaped: it may quote a link's values."""
+    text = escape_markdown(error)
     if isinstance(error, DatasetUnavailableError):
-        return f"**The dataset is not available.** {error}"
+        return f"**The dataset is not available.** {text}"
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower():
-        return (f"**{runner.describe_error(error)}** The page is still usable: pick one of these and run "
-                "again.")
+        return (f"**{escape_markdown(runner.describe_error(error))}** The page is still usable: pick one of these "
+                "and run again.")
     if isinstance(error, UnknownRunError):
-        return f"**That run no longer exists** ({error}). It may have been deleted from the Runs page."
+        return f"**That run no longer exists** ({text}). It may have been deleted from the Runs page."
     if isinstance(error, (UnknownNameError, ValueError)):
-        return f"**This input does not work:** {error}"
-    return (f"**Something went wrong:** {runner.describe_error(error)}. The page is still usable: change a "
-            "setting or reload the page.")
+        return f"**This input does not work:** {text}"
+    return (f"**Something went wrong:** {escape_markdown(runner.describe_error(error))}. The page is still "
+            "usable: change a setting or reload the page.")
 
 
 def show_error(error: BaseException) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 import torch
 
+from dashboard.text import escape_markdown as md
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DatasetUnavailableError, data_root, load_dataset
 from pruning_core.engine.training import default_device, device_name
@@ -184,7 +185,7 @@ def set_widget_values(values: Mapping[str, Any]) -> None:
 
 def note_ignored_link(parameter: str, reason: str) -> None:
     """Remember to tell the viewer that a link parameter ('method=nonsense') was ignored, and why."""
-    st.session_state.setdefault(_IGNORED_LINK_NOTES, []).append(f"`{parameter}` was ignored: {reason}")
+    st.session_state.setdefault(_IGNORED_LINK_NOTES, []).append(f"{md(parameter, code=True)} was ignored: {md(reason)}")
 
 
 def show_ignored_link_notes() -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import errors, navigation, panels, state, views, widgets
+from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig, field_label, help_text
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
 from pruning_core.engine.methods import METHODS
@@ -159,7 +160,7 @@ def pruning_section(config: RunConfig, compare: list[str]) -> None:
         if spec.needs_download:
             st.info(f"**{spec.label} is not on this machine yet.** {spec.description} Press **Train** to "
                     "download it in the background, then prune and train; offline, choose the built-in digits "
-                    f"dataset instead.  \n{error}", icon=":material/cloud_download:")
+                    f"dataset instead.  \n{escape_markdown(error)}", icon=":material/cloud_download:")
         else:
             errors.show_error(error)
         return

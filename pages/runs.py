@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import errors, navigation, panels, state, views, widgets
+from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.infra.store import STATUSES
 from pruning_core.presentation import charts, findings, units
@@ -207,7 +208,7 @@ def run_detail(run_id: int) -> None:
     elif record["status"] != "done":
         panels.live_panel(run_id, key="open")
     for warning in distinct_warnings((record.get("summary") or {}).get("warnings") or []):
-        st.caption(f"Recorded warning: {warning}")
+        st.caption(f"Recorded warning: {escape_markdown(warning)}")
     with st.expander("Everything recorded for this run", icon=":material/receipt_long:"):
         st.json({k: record[k] for k in ("config", "summary", "timings", "versions", "device", "error", "key")},
                 expanded=False)

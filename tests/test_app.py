@@ -507,3 +507,67 @@ def test_lottery_widgets_have_help_of_their_own(db):
     assert "SynFlow" not in helps["lt-rounds"] and "IMP prunes" in helps["lt-rounds"]
     assert "prune and evaluate only" not in helps["lt-gem-epochs"] and "GemMiner" in helps["lt-gem-epochs"]
     assert "prune and evaluate only" not in helps["lt-epochs"]
+
+
+# ---- a server that never gets stuck (issue 10) ------------------------------------------------------------
+BIG = "9" * 20    # past SQLite's integers
+HOSTILE = "x`](https://evil.example)![i](https://evil.example/a.png)`"
+
+
+def unescaped(text: str) -> list[str]:
+    """Markdown characters of a link or an image or a code span in `text` that no backslash escapes."""
+    return re.findall(r"(?<!\\)[\[\]()`!]", text)
+
+
+def assert_controls(at: AppTest, *keys: str) -> None:
+    """The page still has its controls (after an error it must stay usable)."""
+    present = {w.key for kind in ("selectbox", "slider", "multiselect", "number_input", "button", "pills")
+               for w in getattr(at, kind)}
+    assert set(keys) <= present, sorted(k for k in present if k)
+
+
+def link_note(note: str) -> tuple[str, str]:
+    """(the parameter, the reason) of a note on an ignored link parameter, checking that the parameter is one
+    code span (its fence longer than any backticks inside) and that the reason has no unescaped markup."""
+    match = re.fullmatch(r"Link parameter (`+) ?(.*?) ?\1 was ignored: (.*)", note)
+    assert match is not None, note
+    fence, parameter, reason = match.groups()
+    assert fence not in parameter and unescaped(reason) == [], note
+    return parameter, reason
+
+
+def test_link_values_reach_markdown_escaped(db):
+    at = open_page(method=HOSTILE, **{"epochs": "1"})
+    assert_clean(at)
+    (note,) = [w for w in texts(at, "warning") if "was ignored" in w]
+    parameter, reason = link_note(note)
+    assert parameter == f"method={HOSTILE}"
+    assert "https\\:\u2060//evil.example" in reason   # no link drawn from the bare address either
+    at = open_page("compare", methods=[HOSTILE], sweep=HOSTILE)
+    assert_clean(at)
+    notes = [link_note(w) for w in texts(at, "warning") if "was ignored" in w]
+    assert [p for p, _ in notes] == [f"sweep={HOSTILE}", f"methods={[HOSTILE]}"], notes
+
+
+def test_errors_that_quote_input_are_escaped(db, monkeypatch):
+    def quotes_the_input(*args, **kwargs):
+        raise ValueError(f"unknown option {HOSTILE!r}")
+
+    monkeypatch.setattr(runner, "prune_with_config", quotes_the_input)
+    at = open_page(**FAST, seed="19")
+    (error,) = texts(at, "error")
+    assert error.startswith("**This input does not work:** ") and unescaped(error) == []
+
+
+def test_escape_markdown_shows_every_character_as_written():
+    from dashboard.text import escape_markdown
+
+    assert escape_markdown("a*b_[c](d)`e`!\n# f") == r"a\*b\_\[c\]\(d\)\`e\`\! \# f"
+    assert escape_markdown(":red[x] $1$ <b> ~y~ |") == r"\:red\[x\] \$1\$ \<b\> \~y\~ \|"
+    assert escape_markdown("- www.evil.example") == "\\- www\u2060.evil.example"   # no list item, no link
+    assert escape_markdown("https://a.example me@b.example") == "https\\:\u2060//a.example me@\u2060b.example"
+    assert escape_markdown("plain words, 12% = 'x'/y") == "plain words, 12% = 'x'/y"
+    assert escape_markdown("rounds=0", code=True) == "`rounds=0`"
+    assert escape_markdown("a`b``c", code=True) == "```a`b``c```"          # the fence outlasts every run inside
+    assert escape_markdown("`x`", code=True) == "`` `x` ``"                # padded: a backtick touches the fence
+    assert escape_markdown("a\n# b", code=True) == "`a # b`"
