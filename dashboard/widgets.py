@@ -15,6 +15,8 @@ from pruning_core.engine.data import DATASETS
 from pruning_core.engine.models import MODELS
 from pruning_core.presentation import units
 
+ID_MAX = 2**63 - 1   # the largest id the run store (SQLite) can hold
+
 # Datasets the dashboard cannot offer: 'image_folder' needs the path of your folder, which a RunConfig does not
 # carry (the Python API takes it: pc.load_dataset("image_folder", path=...)).
 UNSUPPORTED_DATASETS = ("image_folder",)
@@ -43,6 +45,29 @@ def parse_field(name: str, raw: Any) -> Any:
     if name != "method":
         RunConfig().replace(**{name: value}).validate()
     return value
+
+
+def parse_id(raw: Any, what: str = "run") -> int:
+    """A link's run or sweep id (?run=12) as an int, or ValueError: ids are whole numbers from 1 to 2^63 - 1 (a
+    20-digit number would overflow the store's integers)."""
+    text = str(raw).strip()
+    if not (0 < len(text) <= len(str(ID_MAX)) and text.isascii() and text.isdigit()) or not 1 <= int(text) <= ID_MAX:
+        raise ValueError(f"{what} ids are whole numbers from 1 to {ID_MAX:,}")
+    return int(text)
+
+
+def compression_parser(low: float, high: float) -> Callable[[Any], float]:
+    """A parser for a link's ?sparsity= into a compression slider's 10^x (one decimal): ValueError for a sparsity
+    the field refuses, or one outside the slider's range from 10^low to 10^high."""
+
+    def parse(raw: Any) -> float:
+        x = round(units.log_compression(parse_field("sparsity", raw)), 1)
+        if not low <= x <= high:
+            raise ValueError(f"this page takes sparsities from {units.percent(units.sparsity_from_log(low))} to "
+                             f"{units.percent(units.sparsity_from_log(high))}")
+        return x
+
+    return parse
 
 
 def known_names(what: str, names: Iterable[str]) -> Callable[[Sequence[str]], list[str]]:
@@ -140,15 +165,8 @@ def sparsity_slider(key: str, default: float, container: Any = None, url_key: st
     (?sparsity=0.9); returns the sparsity (10^1 -> exactly 0.9)."""
     container = container or st
     low = 0.1
-
-    def parse(raw: Any) -> float:
-        x = round(units.log_compression(parse_field("sparsity", raw)), 1)
-        if not low <= x <= max_log:
-            raise ValueError(f"this page takes sparsities from {units.percent(units.sparsity_from_log(low))} to "
-                             f"{units.percent(units.sparsity_from_log(max_log))}")
-        return x
-
-    state.restore_widget_value(key, round(units.log_compression(default), 1), parse, url_key=url_key)
+    state.restore_widget_value(key, round(units.log_compression(default), 1), compression_parser(low, max_log),
+                               url_key=url_key)
     x = container.slider(f"{field_label('sparsity')}: compression 10^x", min_value=low, max_value=max_log, step=0.1,
                          format="10^%.1f", key=key,
                          help=help_text("sparsity") + " The slider moves in powers of ten: 10^1 keeps 1 in 10 weights, "

@@ -46,13 +46,15 @@ def initial_values() -> dict:
     if state.has_saved_widget_value("methods") or "sweep" not in st.query_params:
         return values
     try:
-        config = state.store().get_sweep(int(st.query_params["sweep"]))["config"]
+        config = state.store().get_sweep(widgets.parse_id(st.query_params["sweep"], "sweep"))["config"]
         values.update({k: config[k] for k in ("dataset", "model", "methods", "sparsities") if k in config})
         values["seeds"] = len(config.get("seeds", [0]))
         if config.get("epochs") is not None:
             values["epochs"] = config["epochs"]
-    except (ValueError, KeyError, UnknownRunError):
+    except (KeyError, UnknownRunError):
         state.note_ignored_link(f"sweep={st.query_params['sweep']}", "no such sweep in the store")
+    except ValueError as error:
+        state.note_ignored_link(f"sweep={st.query_params['sweep']}", str(error))
     return values
 
 
@@ -232,9 +234,8 @@ def start_sweep(grid: dict) -> None:
 def current_sweep() -> int | None:
     for candidate in (st.session_state.get("sweep_id"), st.query_params.get("sweep")):
         try:
-            state.store().get_sweep(int(candidate))
-            return int(candidate)
-        except (TypeError, ValueError, UnknownRunError):
+            return int(state.store().get_sweep(widgets.parse_id(candidate, "sweep"))["id"])
+        except ValueError:   # no id, a bad one (the note says so), or a sweep deleted since
             continue
     return None
 

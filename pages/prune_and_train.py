@@ -50,9 +50,11 @@ def initial_values() -> dict:
     if state.has_saved_widget_value("dataset") or "run" not in st.query_params:
         return values
     try:
-        values.update(state.store().get_run(int(st.query_params["run"]))["config"])
-    except (ValueError, UnknownRunError):
+        values.update(state.store().get_run(widgets.parse_id(st.query_params["run"]))["config"])
+    except UnknownRunError:
         state.note_ignored_link(f"run={st.query_params['run']}", "no such run in the store")
+    except ValueError as error:
+        state.note_ignored_link(f"run={st.query_params['run']}", str(error))
     return values
 
 
@@ -69,8 +71,7 @@ def config_form(defaults: dict) -> tuple[RunConfig, list[str]]:
 
         middle = st.columns([2.4, 1.2], gap="medium", vertical_alignment="center")
         state.restore_widget_value("compression", round(units.log_compression(defaults["sparsity"]), 1),
-                                   lambda raw: round(units.log_compression(widgets.parse_field("sparsity", raw)), 1),
-                                   url_key="sparsity")
+                                   widgets.compression_parser(0.0, 4.0), url_key="sparsity")
         x = middle[0].slider(
             f"{field_label('sparsity')}: compression 10^x", min_value=0.0, max_value=4.0, step=0.1, format="10^%.1f",
             key="compression", help=help_text("sparsity") + " The slider moves in powers of ten: 10^2 keeps 1 in 100 "
@@ -190,8 +191,8 @@ def current_run(config: RunConfig) -> dict | None:
     key = config.key()
     for candidate in (st.session_state.get("run_id"), st.query_params.get("run")):
         try:
-            record = db.get_run(int(candidate))
-        except (TypeError, ValueError, UnknownRunError):
+            record = db.get_run(widgets.parse_id(candidate))
+        except ValueError:   # no id, a bad one (the note says so), or a run deleted since
             continue
         if record["key"] == key and record["kind"] == "train":
             return record

@@ -241,8 +241,15 @@ with errors.error_boundary():
 
     st.divider()
     st.subheader("Open a run", anchor=False)
-    if "runs-open" not in st.session_state and st.query_params.get("open", "").isdigit():
-        st.session_state["runs-open"] = int(st.query_params["open"])
+    if "runs-open" not in st.session_state and "open" in st.query_params:
+        try:
+            wanted = widgets.parse_id(st.query_params["open"])
+            if wanted not in labels:
+                raise ValueError("no such run in the store")
+            st.session_state["runs-open"] = wanted
+        except ValueError as error:
+            state.note_ignored_link(f"open={st.query_params['open']}", str(error))
+        state.show_ignored_link_notes()
     if st.session_state.get("runs-open") not in labels:
         st.session_state["runs-open"] = None
     opened = st.selectbox("Run", options, key="runs-open", index=None, format_func=lambda r: labels.get(r, f"#{r}"),

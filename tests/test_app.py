@@ -526,6 +526,38 @@ def assert_controls(at: AppTest, *keys: str) -> None:
     assert set(keys) <= present, sorted(k for k in present if k)
 
 
+@pytest.mark.parametrize("page,params,ignored", [
+    (None, {"run": BIG}, f"run={BIG}"),
+    (None, {"run": "-3"}, "run=-3"),
+    (None, {"sparsity": "0.999999"}, "sparsity=0.999999"),
+    ("compare", {"sweep": BIG}, f"sweep={BIG}"),
+])
+def test_numbers_out_of_range_in_the_link_are_reported_and_replaced(db, page, params, ignored):
+    at = open_page(page, **FAST, **params)
+    assert_clean(at)
+    (note,) = [w for w in texts(at, "warning") if "was ignored" in w]
+    assert note.startswith(f"Link parameter `{ignored}` was ignored: ")
+    if page is None:
+        assert at.slider(key="compression").value == 2.0     # the default replaces it
+        assert_controls(at, "method", "compression", "train")
+        assert "run" not in at.query_params or at.query_params["run"] != BIG
+    else:
+        assert_controls(at, "methods", "sparsities", "run-sweep")
+        assert "sweep" not in at.query_params
+    if "sparsity" in params:
+        assert note.endswith("this page takes sparsities from 0% to 99.99%")
+        assert at.query_params["sparsity"] == "0.99"
+
+
+def test_a_run_id_past_the_store_opens_nothing_on_the_runs_page(db):
+    store = Store(db)
+    runner.execute(RunConfig(method="magnitude", sparsity=0.9, epochs=0), store, kind="prune")
+    at = open_page("runs", open=BIG)
+    assert_clean(at)
+    assert at.selectbox(key="runs-open").value is None
+    assert any(f"`open={BIG}` was ignored" in w for w in texts(at, "warning"))
+
+
 def link_note(note: str) -> tuple[str, str]:
     """(the parameter, the reason) of a note on an ignored link parameter, checking that the parameter is one
     code span (its fence longer than any backticks inside) and that the reason has no unescaped markup."""
