@@ -1,11 +1,15 @@
 """The error boundary: every exception a page meets becomes one plain message (what went wrong, what to do),
-never a traceback, and the page stays usable."""
+never a traceback, and the page stays usable. Widget callbacks (on_click, on_change) run before the page's
+script, outside any boundary: `callback` wraps them, and the page header shows what they met
+(`show_callback_errors`)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import streamlit as st
 import torch
@@ -17,6 +21,7 @@ from pruning_core.infra.store import UnknownRunError
 from pruning_core.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
+CALLBACK_ERRORS = "_callback_errors"   # session key: messages of callbacks that failed, for the next run
 
 
 def friendly_error(error: BaseException) -> str:
@@ -49,3 +54,26 @@ def error_boundary() -> Iterator[None]:
     except Exception as error:  # noqa: BLE001 - turning every error into a message is the point
         log.warning("error shown to the user: %s", error, exc_info=True)
         show_error(error)
+
+
+def callback(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` as a widget callback (on_click=errors.callback(start)): an exception inside becomes a plain
+    message that the page shows at its top on the run that follows (`show_callback_errors`), instead of
+    Streamlit's error in place of the page. Streamlit's own control flow (st.rerun, st.switch_page) passes."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - see error_boundary
+            log.warning("error in a callback, shown to the user: %s", error, exc_info=True)
+            st.session_state.setdefault(CALLBACK_ERRORS, []).append(friendly_error(error))
+            return None
+
+    return guarded
+
+
+def show_callback_errors() -> None:
+    """Show (once) the messages of the callbacks that failed before this run."""
+    for message in st.session_state.pop(CALLBACK_ERRORS, []):
+        st.error(message, icon=":material/error:")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import errors, state
 
 # Page files, as app.py registers them (st.page_link / st.switch_page take these paths).
 PAGES = {
@@ -38,8 +38,10 @@ def ensure_navigation() -> None:
 
 
 def page_header(title: str, intro: str) -> None:
-    """The page's title and introduction; call it first on every page (it also notes a page switch)."""
+    """The page's title and introduction; call it first on every page (it also notes a page switch, and shows what
+    the widget callbacks before this run met)."""
     ensure_navigation()
     state.enter_page(title)
     st.title(title)
     st.caption(intro)
+    errors.show_callback_errors()

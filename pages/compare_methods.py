@@ -179,7 +179,7 @@ def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
         text.progress(done / max(n_cells, 1), text=f"Sweep #{sweep_id}: {done} of {n_cells} cells done{current}"
                       + (f" · about {units.duration_text(eta)} left" if eta else ""))
         cancel.button("Cancel sweep", key=f"cancel-sweep-{sweep_id}", icon=":material/stop_circle:",
-                      on_click=state.manager().cancel_sweep, args=(sweep_id,), width="stretch",
+                      on_click=errors.callback(state.manager().cancel_sweep), args=(sweep_id,), width="stretch",
                       help="Stop the running cell and drop the queued ones; finished cells stay in the store.")
     else:
         note = f" ({failed} failed or cancelled: see the Runs page)" if failed else ""
@@ -247,10 +247,11 @@ with errors.error_boundary():
     state.show_ignored_link_notes()
     buttons = st.columns([1, 1.5, 2.5], gap="small")
     buttons[0].button("Run sweep", type="primary", icon=":material/play_arrow:", width="stretch", key="run-sweep",
-                      on_click=start_sweep, args=(grid,),
+                      on_click=errors.callback(start_sweep), args=(grid,),
                       help="Queue every cell in the server's background job queue. You can leave the page: the "
                            "sweep keeps running and this page picks it up again (the link holds it).")
-    buttons[1].button(PRESETS[PRESET].label, on_click=apply_preset, icon=":material/bolt:", width="stretch",
+    buttons[1].button(PRESETS[PRESET].label, on_click=errors.callback(apply_preset), icon=":material/bolt:",
+                      width="stretch",
                       help=PRESETS[PRESET].description, key="preset-quick_sweep")
     if st.session_state.pop("autosweep", False):
         start_sweep(grid)

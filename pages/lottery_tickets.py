@@ -236,7 +236,8 @@ with errors.error_boundary():
         trainings = (values["rounds"] + 1) * values["epochs"] + 2 * values["gem_epochs"] + \
             len(values["compare"]) * values["epochs"]
         st.button("Run what is missing" if stored.run_ids else "Find both tickets", type="primary",
-                  icon=":material/play_arrow:", key="lt-run", on_click=panels.submit_runs, args=(configs, "lt-started"),
+                  icon=":material/play_arrow:", key="lt-run", on_click=errors.callback(panels.submit_runs),
+                  args=(configs, "lt-started"),
                   help="Queue IMP and GemMiner (and the methods to compare with) in the server's background job "
                        "queue. Runs that finished before with the same settings are reused; you can leave the page "
                        "and come back.")

@@ -216,7 +216,8 @@ def training_section(config: RunConfig) -> int | None:
         label = (f"Train {config.epochs} epoch{'s' if config.epochs != 1 else ''}" if config.epochs
                  else "Prune and evaluate (0 epochs)")
         st.button(("Again: " + label[0].lower() + label[1:]) if again else label,
-                  type="primary", icon=":material/play_arrow:", key="train", on_click=start_training, args=(config,),
+                  type="primary", icon=":material/play_arrow:", key="train", on_click=errors.callback(start_training),
+                  args=(config,),
                   help="Prune this configuration and train it. It runs in the server's background queue: you can "
                        "change widgets, switch pages or close the tab, and come back to it.")
     if record is None:
@@ -255,7 +256,7 @@ navigation.page_header("Prune & train", "Remove most of a network's weights befo
                                         "layers survive, then train what is left.")
 preset_columns = st.columns(len(PRESET_NAMES), gap="small")
 for column, name in zip(preset_columns, PRESET_NAMES):
-    column.button(PRESETS[name].label, key=f"preset-{name}", on_click=apply_preset, args=(name,),
+    column.button(PRESETS[name].label, key=f"preset-{name}", on_click=errors.callback(apply_preset), args=(name,),
                   help=PRESETS[name].description, icon=PRESET_ICONS.get(name), width="stretch")
 with errors.error_boundary():
     config, compare = config_form(initial_values())

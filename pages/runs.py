@@ -13,7 +13,7 @@ import streamlit as st
 from dashboard import errors, navigation, panels, state, views, widgets
 from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
-from pruning_core.infra.store import STATUSES
+from pruning_core.infra.store import STATUSES, UnknownRunError
 from pruning_core.presentation import charts, findings, units
 
 PAGE_SIZE = 500
@@ -122,16 +122,20 @@ def actions(selected: list[int], runs: pd.DataFrame) -> None:
                          help="Delete the selected runs with their metrics and masks."):
         st.markdown(f"Delete {len(selected)} run{'s' if len(selected) != 1 else ''}? This cannot be undone.")
         st.button("Delete for good", type="primary", key="delete-confirm", icon=":material/delete_forever:",
-                  on_click=delete_runs, args=(list(selected),),
+                  on_click=errors.callback(delete_runs), args=(list(selected),),
                   help="Remove the runs, their metrics and their mask files from the store.")
 
 
 def delete_runs(run_ids: list[int]) -> None:
-    """on_click of the delete confirmation: cancel what still runs, delete, clear the selection."""
+    """on_click of the delete confirmation: cancel what still runs, delete, clear the selection. A run that someone
+    else deleted meanwhile is already gone: the others are deleted all the same."""
     for run_id in run_ids:
-        if state.store().get_run(run_id)["status"] in ("queued", "running"):
-            state.manager().cancel(run_id)
-        state.store().delete_run(run_id)
+        try:
+            if state.store().get_run(run_id)["status"] in ("queued", "running"):
+                state.manager().cancel(run_id)
+            state.store().delete_run(run_id)
+        except UnknownRunError:
+            continue
     st.session_state["runs-selected"] = []
     if st.session_state.get("runs-open") in run_ids:
         st.session_state["runs-open"] = None

@@ -113,7 +113,7 @@ with errors.error_boundary():
     stored = panels.stored_runs(configs)
     if stored.missing:
         st.button("Run the missing checks" if stored.run_ids else "Run the sanity checks", type="primary",
-                  icon=":material/play_arrow:", key="sc-run", on_click=panels.submit_runs,
+                  icon=":material/play_arrow:", key="sc-run", on_click=errors.callback(panels.submit_runs),
                   args=(configs, "sc-started"),
                   help="Queue the four runs (the method's mask and its three transformed versions) in the server's "
                        "background job queue. Variants that ran before with the same settings are reused; you can "

@@ -526,6 +526,72 @@ def assert_controls(at: AppTest, *keys: str) -> None:
     assert set(keys) <= present, sorted(k for k in present if k)
 
 
+def test_a_failing_callback_is_a_message_and_the_page_stays_usable(db, monkeypatch):
+    from dashboard import panels
+
+    real, down = panels.submit_run, [True]
+
+    def queue_down(*args, **kwargs):
+        if down:
+            raise RuntimeError("the job queue is down")
+        return real(*args, **kwargs)
+
+    at = open_page(**FAST)
+    monkeypatch.setattr(panels, "submit_run", queue_down)
+    at.button(key="train").click().run()
+    assert not at.exception
+    (error,) = texts(at, "error")
+    assert error.startswith("**Something went wrong:** RuntimeError\\: the job queue is down")
+    assert_controls(at, "method", "compression", "train", "preset-quick_demo")
+    down.clear()
+    at.button(key="train").click().run()   # usable: the next click works
+    assert_clean(at)
+    assert Store(db).get_run(int(at.query_params["run"]))["status"] in ("queued", "running", "done")
+
+
+def test_the_sanity_checks_button_reports_a_failure(db, monkeypatch):
+    at = open_page("sanity", epochs="1")
+    assert_clean(at)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("batch_size must be at most 4096")
+
+    monkeypatch.setattr(state.manager(), "submit_or_reuse", refuse)
+    at.button(key="sc-run").click().run()
+    assert not at.exception
+    assert texts(at, "error") == ["**This input does not work:** batch\\_size must be at most 4096"]
+    assert_controls(at, "sc-method", "sc-compression", "sc-run")
+
+
+def test_deleting_runs_someone_else_deleted_meanwhile_deletes_the_rest(db):
+    store = Store(db)
+    first = runner.execute(RunConfig(method="magnitude", sparsity=0.9, epochs=0), store, kind="prune").run_id
+    second = runner.execute(RunConfig(method="random", sparsity=0.9, epochs=0), store, kind="prune").run_id
+    at = open_page("runs")
+    at.multiselect(key="runs-selected").set_value([first, second]).run()
+    store.delete_run(first)            # another viewer, a moment before this one confirms
+    at.button(key="delete-confirm").click().run()
+    assert not at.exception and not texts(at, "error")
+    assert store.list_runs().empty
+
+
+def test_a_failing_delete_is_a_message_and_deletes_nothing_more(db, monkeypatch):
+    store = Store(db)
+    run_id = runner.execute(RunConfig(method="magnitude", sparsity=0.9, epochs=0), store, kind="prune").run_id
+    at = open_page("runs")
+    at.multiselect(key="runs-selected").set_value([run_id]).run()
+
+    def disk_error(self, run_id):
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(Store, "delete_run", disk_error)
+    at.button(key="delete-confirm").click().run()
+    assert not at.exception
+    assert any("disk I/O error" in e for e in texts(at, "error"))
+    assert_controls(at, "runs-selected", "runs-open", "delete-confirm")
+    assert len(store.list_runs()) == 1
+
+
 @pytest.mark.parametrize("page,params,ignored", [
     (None, {"run": BIG}, f"run={BIG}"),
     (None, {"run": "-3"}, "run=-3"),
