@@ -206,8 +206,14 @@ def start_training(config: RunConfig) -> None:
     st.session_state["run_id"] = panels.submit_run(config, STARTED, masks=views.masks_to_hand_over(config))
 
 
-def training_section(config: RunConfig) -> int | None:
+def training_section(config: RunConfig, compare: list[str]) -> int | None:
     st.subheader("Training", anchor=False)
+    if compare and not config.is_dense:
+        # Only the chosen method trains: the ones compared with are pruned for their densities above.
+        others = ", ".join(units.method_label(m) for m in compare)
+        st.caption(f"These curves are **{units.method_label(config.method)}**'s: {others} "
+                   f"{'is' if len(compare) == 1 else 'are'} only pruned, for the densities above. To train one, "
+                   "choose it as the method.")
     if st.session_state.pop("autotrain", None) and current_run(config) is None:
         start_training(config)
     record = current_run(config)
@@ -221,8 +227,7 @@ def training_section(config: RunConfig) -> int | None:
                   help="Prune this configuration and train it. It runs in the server's background queue: you can "
                        "change widgets, switch pages or close the tab, and come back to it.")
     if record is None:
-        st.caption(f"About {_estimate(config)} on the {state.device_label()}. The curves of loss and accuracy "
-                   "appear here live while it trains.")
+        st.caption(f"{_estimate(config)} The curves of loss and accuracy appear here live while it trains.")
         return None
     run_id = record["id"]
     st.session_state["run_id"] = run_id
@@ -247,9 +252,14 @@ def training_section(config: RunConfig) -> int | None:
 
 
 def _estimate(config: RunConfig) -> str:
+    """How long an epoch of this configuration takes here, as a sentence."""
+    device = state.device_label()
     if config.dataset == "digits" and config.model in ("mlp", "conv"):
-        return "a second per epoch" if state.on_gpu() else "one to two seconds per epoch"
-    return "a while (minutes per epoch on a CPU)" if not state.on_gpu() else "seconds per epoch"
+        return f"An epoch takes {'about a second' if state.on_gpu() else 'one to two seconds'} on the {device}."
+    if state.on_gpu():
+        return f"An epoch takes seconds on the {device}."
+    return (f"An epoch takes minutes on the {device}; the built-in digits with the small CNN or the MLP train in "
+            "seconds.")
 
 
 navigation.page_header("Prune & train", "Remove most of a network's weights before it has seen any data, see which "
@@ -265,6 +275,6 @@ with errors.error_boundary():
     url = {f: getattr(config, f) for f in FIELDS}
     url.update(sparsity=config.sparsity, compare=compare, run=None)
     pruning_section(config, compare)
-    run_id = training_section(config)
+    run_id = training_section(config, compare)
     url["run"] = run_id
     state.sync_url(url)

@@ -669,3 +669,25 @@ def test_escape_markdown_shows_every_character_as_written():
     assert escape_markdown("a`b``c", code=True) == "```a`b``c```"          # the fence outlasts every run inside
     assert escape_markdown("`x`", code=True) == "`` `x` ``"                # padded: a backtick touches the fence
     assert escape_markdown("a\n# b", code=True) == "`a # b`"
+
+
+# ---- wording on Prune & train (issue 17, items 10 and 13) --------------------------------------------------
+def test_training_says_which_method_its_curves_show(db):
+    at = open_page(method="magnitude", sparsity="0.9", epochs="1", compare=["synflow", "snip"])
+    assert_clean(at)
+    assert "These curves are **Magnitude**'s: SynFlow, SNIP are only pruned, for the densities above. To train " \
+           "one, choose it as the method." in texts(at, "caption")
+    at = open_page(method="magnitude", sparsity="0.9", epochs="1")
+    assert not any(c.startswith("These curves are") for c in texts(at, "caption"))
+
+
+def test_the_training_estimate_is_a_sentence(db, monkeypatch):
+    monkeypatch.setattr(state, "on_gpu", lambda: False)
+    at = open_page(model="vgg16", method="magnitude", epochs="1")
+    assert not at.exception
+    (estimate,) = [c for c in texts(at, "caption") if "epoch takes" in c]
+    assert estimate.startswith("An epoch takes minutes on the CPU; the built-in digits with the small CNN or the MLP "
+                               "train in seconds.")
+    at = open_page(**FAST)
+    (estimate,) = [c for c in texts(at, "caption") if "epoch takes" in c]
+    assert estimate.startswith("An epoch takes one to two seconds on the CPU.")
