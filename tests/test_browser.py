@@ -15,11 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from pruning_core.presentation import units
 from pruning_core.studies.presets import PRESETS
 
 pytestmark = pytest.mark.browser
@@ -223,4 +225,40 @@ def test_compare_table_and_runs_overlay_screenshots(server, app_page):
     assert "collapsed" in page.locator("[data-testid='stPlotlyChart']").nth(1).inner_text()
     assert_no_traceback(page)
     page.screenshot(path=str(ARTIFACTS / "browser-runs-overlay.png"))
+    assert not page_errors, page_errors
+
+
+def settled_slider(page, timeout_s: float = 30.0) -> tuple[str, str]:
+    """The sparsity slider's shown value and the result beside it, once they have stopped changing."""
+    deadline, last = time.time() + timeout_s, None
+    while time.time() < deadline:
+        wait_until_idle(page)
+        shown = page.get_by_test_id("stSliderThumbValue").first.inner_text()
+        result = page.locator("[data-testid='stMarkdownContainer']", has_text="of the weights removed").first.inner_text()
+        if (shown, result) == last:
+            return last
+        last = (shown, result)
+        time.sleep(1.0)
+    return last
+
+
+def test_quick_arrow_keys_leave_the_result_where_the_slider_is(server, app_page):
+    """Ten quick presses of an arrow key on the sparsity slider: once it settles, the result beside it and the
+    link show the slider's value (issue 17, item 14)."""
+    page, page_errors = app_page
+    page.goto(f"{server}/?method=magnitude&epochs=1&sparsity=0.99", timeout=60_000)
+    page.get_by_text("Weights kept").first.wait_for(timeout=60_000)
+    wait_until_idle(page)
+    thumb = page.get_by_role("slider").first
+    for key, start in (("ArrowRight", 2.0), ("ArrowLeft", 3.0)):
+        thumb.focus()
+        for _ in range(10):
+            page.keyboard.press(key)
+        shown, result = settled_slider(page)
+        x = float(shown.split("^")[1])
+        assert x == start + (1.0 if key == "ArrowRight" else -1.0), shown
+        assert f"compression 10^{x:.1f}" in result, (shown, result)
+        link = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page.url).query))
+        assert float(link["sparsity"]) == units.sparsity_from_log(x), (shown, page.url)
+    assert_no_traceback(page)
     assert not page_errors, page_errors
