@@ -592,6 +592,21 @@ def test_a_failing_delete_is_a_message_and_deletes_nothing_more(db, monkeypatch)
     assert len(store.list_runs()) == 1
 
 
+def test_cancelling_a_run_someone_just_deleted_leaves_the_page_usable(db):
+    store = Store(db)
+    config = RunConfig(method="magnitude", sparsity=0.99, epochs=1)
+    run_id = store.create_run(config.to_dict(), key=config.key(), kind="train")
+    store.start_run(run_id, "CPU")
+    store.update_progress(run_id, 0.5, 1, "training: epoch 1 of 1")
+    at = open_page(**FAST)
+    assert int(at.query_params["run"]) == run_id
+    store.delete_run(run_id)           # from the Runs page, a moment before this viewer presses Cancel
+    at.button(key=f"train-cancel-{run_id}").click().run()
+    assert_clean(at)
+    assert_controls(at, "method", "compression", "train")
+    assert store.list_runs().empty
+
+
 @pytest.mark.parametrize("page,params,ignored", [
     (None, {"run": BIG}, f"run={BIG}"),
     (None, {"run": "-3"}, "run=-3"),
