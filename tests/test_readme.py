@@ -114,7 +114,33 @@ def check_streamlit_options(command: str) -> None:
         assert option in answer.stdout, f"streamlit run has no {option}"
 
 
+def check_ray_command(command: str) -> None:
+    """A `ray` command of the cluster set-up: its subcommand answers `--help`, and knows every option used."""
+    argv = shlex.split(command)
+    answer = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", argv[1], "--help"], capture_output=True,
+                            text=True, timeout=TIMEOUT_S)
+    assert answer.returncode == 0, answer.stderr
+    for option in re.findall(r"(--[\w-]+)", command):
+        assert option in answer.stdout, f"ray {argv[1]} has no {option}"
+
+
+def check_token_variables(command: str) -> None:
+    """The placeholder token is exported under the names the dashboard's command passes too."""
+    names = re.findall(r"(RAY_AUTH_\w+)=", command)
+    assert names == ["RAY_AUTH_MODE", "RAY_AUTH_TOKEN"]
+    assert all(f"{name}=" in README.split("PRUNING_RAY_ADDRESS=", 1)[1] for name in names)
+
+
 NOT_RUN: dict[str, tuple[str, Callable[[str], None]]] = {
+    "ray get-auth-token --generate": ("writes a cluster secret into the user's ~/.ray", check_ray_command),
+    "ray start --head": ("starts a Ray head that would outlive the test", check_ray_command),
+    "ray start --address=HEAD_IP": ("joins a cluster at a placeholder address", check_ray_command),
+    "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<the token>": ("a placeholder for the cluster's secret",
+                                                              check_token_variables),
+    "pruning-core sweep --methods synflow,snip,magnitude --sparsities 0.9,0.99,0.999 --seeds 0,1,2": (
+        "needs a cluster at a placeholder address and downloads CIFAR-10", check_cli_parses),
+    "PRUNING_RAY_ADDRESS=HEAD_IP:6379": ("starts the dashboard against a placeholder cluster",
+                                         check_streamlit_options),
     "make run": ("starts the dashboard server and never returns", check_make_target("run", "streamlit run app.py")),
     "make test": ("runs this whole suite, this test included", check_make_target("test", "-m pytest")),
     "python3 -m venv .venv && .venv/bin/pip install torch==": (
