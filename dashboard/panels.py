@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState, get_script_run_ctx
 
 from dashboard import state
 from dashboard.errors import error_boundary
@@ -33,6 +35,9 @@ from pruning_core.studies import tasks
 POLL_S = 1.0                 # how often a live panel re-reads the store while its run changes
 QUEUED_POLL_S = 2.0          # ... while its run waits in the queue (only its place is shown)
 QUIET_POLLS = ((60.0, 10.0), (10.0, 3.0))   # nothing changed for this many seconds: poll this slowly
+VIEWER_POLLS_PER_S = 10.0    # all the tabs watching one run poll it about this often together, at most
+VIEWER_SPAN_S = 12.0         # a tab that polled a run this recently counts as one of its viewers
+POLL_STEPS = (1.0, 2.0, 3.0, 5.0, 10.0)
 QUEUE_POLL_S = 5.0           # how often the sidebar re-reads the job queue
 RERUN_STATUSES = (None, "failed", "cancelled")   # a configuration without a run, or whose run did not finish
 
@@ -128,14 +133,46 @@ def runs_status(records: Mapping[str, Mapping[str, Any]], key: str,
 
 
 # ---- live fragments -----------------------------------------------------------------------------------------
-def poll_interval(statuses: Collection[str], quiet_s: float) -> float | None:
+def poll_interval(statuses: Collection[str], quiet_s: float, viewers: int = 1) -> float | None:
     """How often a panel of runs in these statuses re-reads the store, nothing having changed for `quiet_s`
-    seconds: None (never) once none is queued or running; slowly while they only wait in the queue; every
-    POLL_S while something changes, ever more slowly while nothing does."""
+    seconds, with `viewers` tabs watching the same run: None (never) once none is queued or running; slowly while
+    they only wait in the queue; every POLL_S while something changes, ever more slowly while nothing does; and
+    more slowly when many tabs watch one run, so that together they poll it about VIEWER_POLLS_PER_S times a
+    second (a class watching the teacher's run does not slow that run down). Steps of POLL_STEPS, so that a
+    changing number of viewers does not change the interval at every poll."""
     if not any(s in ACTIVE_STATUSES for s in statuses):
         return None
     base = POLL_S if "running" in statuses else QUEUED_POLL_S
-    return max([base] + [interval for after, interval in QUIET_POLLS if quiet_s >= after])
+    wanted = max([base, viewers / VIEWER_POLLS_PER_S] + [i for after, i in QUIET_POLLS if quiet_s >= after])
+    return next((step for step in POLL_STEPS if step >= wanted), POLL_STEPS[-1])
+
+
+@dataclass
+class _Viewers:
+    lock: threading.Lock
+    seen: dict   # (store, run id) -> {session id: last poll}
+
+
+@st.cache_resource(show_spinner=False)
+def _viewers() -> _Viewers:
+    return _Viewers(threading.Lock(), {})
+
+
+def viewers(run_id: int, now: float | None = None) -> int:
+    """Note that this session looks at the run; return how many sessions looked at it in the last VIEWER_SPAN_S."""
+    now = time.time() if now is None else now
+    ctx = get_script_run_ctx()
+    session = ctx.session_id if ctx is not None else ""
+    shared = _viewers()
+    with shared.lock:
+        seen = shared.seen.setdefault((state.db_path(), int(run_id)), {})
+        seen[session] = now
+        for other in [s for s, at in seen.items() if now - at > VIEWER_SPAN_S]:
+            del seen[other]
+        if len(shared.seen) > 4 * SHARED_RUNS:   # forget runs nobody looks at any more
+            for key in [k for k, v in shared.seen.items() if now - max(v.values(), default=0.0) > VIEWER_SPAN_S]:
+                del shared.seen[key]
+        return len(seen)
 
 
 @dataclass
@@ -204,12 +241,50 @@ def _gone(run_id: int) -> None:
     st.info(f"Run #{run_id} is no longer in the store: it was deleted.", icon=":material/delete:")
 
 
+def _fragment_rerun() -> str | None:
+    """The id of the fragment this code runs in, when the run is a rerun of fragments (a poll), else None."""
+    ctx = get_script_run_ctx()
+    return ThreadState.get().fragment_id if ctx is not None and ctx.fragment_ids_this_run else None
+
+
+def repoll(interval: float | None) -> bool:
+    """From inside a poll: change how often this fragment polls (None: stop), with the message Streamlit itself
+    sends for `run_every` (auto-rerun) and for a nested fragment that is gone (stop auto-rerun), so that the page
+    is not drawn again just for that. False when not in a poll: then the caller reruns the page instead."""
+    fragment_id = _fragment_rerun()
+    if fragment_id is None:
+        return False
+    msg = ForwardMsg()
+    if interval is None:
+        msg.stop_auto_rerun.fragment_ids.append(fragment_id)
+    else:
+        msg.auto_rerun.interval = interval
+        msg.auto_rerun.fragment_id = fragment_id
+    get_script_run_ctx().enqueue(msg)
+    return True
+
+
+def _follow(watch: Watch, interval: float | None, page_draws_the_end: bool) -> None:
+    """After a poll: poll at the new `interval` (None once nothing is active). When the runs have ended and the
+    page draws their outcome outside the panel (`page_draws_the_end`), the whole page reruns once instead."""
+    if watch.interval is None or interval == watch.interval or _fragment_rerun() is None:
+        return
+    if interval is None and page_draws_the_end:
+        watch.interval = None
+        st.rerun()
+    elif repoll(interval):
+        watch.interval = interval
+    else:
+        st.rerun()
+
+
 def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any], pd.DataFrame | None], None] | None = None,
                name: str | None = None) -> None:
     """A fragment that shows a run's status (and, once it has started, `draw(record, metrics)`: its metric rows,
     None for a prune-only run) and re-reads the store while the run is queued or running (`poll_interval`).
-    A queued run shows only its place in the queue. When the run ends, is deleted, or the polling rate should
-    change, the whole page reruns once (the fragment is registered anew, or not at all). `name`: what the
+    A queued run shows only its place in the queue. When the run ends, the panel draws its final state and stops
+    polling; the whole page reruns once instead when the page draws the outcome itself (no `draw`: a prune job, a
+    study) or offers to run it again (it failed or was cancelled), or when the run was deleted. `name`: what the
     status calls the run (default 'Run #<id>')."""
     watch = _watch(f"{key}-{run_id}")
     try:
@@ -217,7 +292,7 @@ def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any], pd.DataFra
     except UnknownRunError:
         _gone(run_id)
         return
-    watch.interval = poll_interval([first["status"]], watch.note([first]))
+    watch.interval = poll_interval([first["status"]], watch.note([first]), viewers(run_id))
 
     def panel() -> None:
         try:
@@ -236,8 +311,8 @@ def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any], pd.DataFra
                 job_status(record, key, metrics, name=name)
                 if draw is not None:
                     draw(record, metrics)
-        if watch.interval is not None and poll_interval([record["status"]], watch.note([record])) != watch.interval:
-            st.rerun()
+        _follow(watch, poll_interval([record["status"]], watch.note([record]), viewers(run_id)),
+                page_draws_the_end=draw is None or record["status"] != "done")
 
     st.fragment(panel, run_every=watch.interval, key=f"{key}-live-{run_id}")()
 
@@ -245,7 +320,7 @@ def live_panel(run_id: int, key: str, draw: Callable[[dict[str, Any], pd.DataFra
 def live_runs(run_ids: Sequence[int], key: str, draw: Callable[[dict[int, dict[str, Any]]], None]) -> None:
     """`live_panel` for several runs shown together (a method's sanity checks, IMP and GemMiner): a fragment
     that calls draw({run id: record}) for those still in the store and re-reads the store while any of them is
-    queued or running; when the last one ends (or the polling rate should change) the whole page reruns once.
+    queued or running (more slowly while nothing changes); when the last one ends the whole page reruns once.
     `draw` shows the runs' statuses (`job_status`, `runs_status`) where it wants them."""
     ids = list(dict.fromkeys(int(r) for r in run_ids))
     watch = _watch(f"{key}-runs")
@@ -267,10 +342,9 @@ def live_runs(run_ids: Sequence[int], key: str, draw: Callable[[dict[int, dict[s
         with error_boundary():
             current = records()
             draw(current)
-        if current is not None and watch.interval is not None and \
-                poll_interval([r["status"] for r in current.values()], watch.note(list(current.values()))) \
-                != watch.interval:
-            st.rerun()
+        if current is not None:
+            _follow(watch, poll_interval([r["status"] for r in current.values()], watch.note(list(current.values()))),
+                    page_draws_the_end=True)
 
     st.fragment(panel, run_every=watch.interval, key=f"{key}-live")()
 
@@ -383,5 +457,5 @@ def _queue_line(polling: bool) -> None:
         st.caption("Everyone's jobs run in the order they were asked for, in the server's worker processes.")
     else:
         st.markdown("**:material/check_circle: Job queue:** idle")
-        if polling:
-            st.rerun()   # the queue has emptied: the page is drawn again, and this line polls no more
+        if polling and not repoll(None):   # the queue has emptied: this line polls no more
+            st.rerun()

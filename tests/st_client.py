@@ -68,7 +68,18 @@ class Run:
                 found.append(getattr(element, kind).body)
             elif kind == "progress":
                 found.append(element.progress.text)
+            elif kind == "metric":
+                found.append(f"{element.metric.label}: {element.metric.body}")
         return found
+
+    def button_id(self, key: str) -> str | None:
+        """The widget id of the button with this user key, if the run drew it."""
+        for msg in self.messages:
+            if msg.WhichOneof("type") == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                element = msg.delta.new_element
+                if element.WhichOneof("type") == "button" and element.button.id.endswith(f"-{key}"):
+                    return element.button.id
+        return None
 
     def auto_reruns(self) -> list[tuple[str, float]]:
         return [(m.auto_rerun.fragment_id, m.auto_rerun.interval) for m in self.messages
@@ -89,21 +100,26 @@ class Session:
                                    max_size=None, open_timeout=timeout)
         self.ws = self._connection.__enter__()
         self.page_hash = ""
-
+        self.timers: dict[str, float] = {}   # fragment id -> seconds: the auto-reruns a browser would keep
     def close(self) -> None:
         self._connection.__exit__(None, None, None)
 
-    def run(self, page: str = "", query: str = "", fragment_id: str = "", timeout: float = 120.0) -> Run:
-        """Run the app (on `page`, its URL path name, with `query`), or one of its fragments, and collect what the
-        server sends until the run finishes."""
+    def run(self, page: str = "", query: str = "", fragment_id: str = "", click: str | None = None,
+            timeout: float = 120.0) -> Run:
+        """Run the app (on `page`, its URL path name, with `query`), or one of its fragments, or the app again
+        with the button of widget id `click` pressed, and collect what the server sends until the run finishes."""
         back = BackMsg()
         state = back.rerun_script
         state.query_string = query
         state.page_name = page
-        state.page_script_hash = self.page_hash if fragment_id else ""
+        state.page_script_hash = self.page_hash if (fragment_id or click) else ""
         if fragment_id:
             state.fragment_id = fragment_id
             state.is_auto_rerun = True
+        if click:
+            widget = state.widget_states.widgets.add()
+            widget.id = click
+            widget.trigger_value = True
         self.ws.send(back.SerializeToString())
         return self.read(timeout)
 
@@ -117,9 +133,15 @@ class Session:
                 kind = msg.WhichOneof("type")
                 if kind == "new_session":
                     self.page_hash = msg.new_session.page_script_hash
-                elif kind == "page_info_changed" or kind == "navigation":
-                    if kind == "navigation" and msg.navigation.page_script_hash:
-                        self.page_hash = msg.navigation.page_script_hash
+                    if not msg.metadata.run.fragment_ids:
+                        self.timers.clear()   # a full run: as the browser does, only its own auto-reruns stay
+                elif kind == "navigation" and msg.navigation.page_script_hash:
+                    self.page_hash = msg.navigation.page_script_hash
+                elif kind == "auto_rerun":
+                    self.timers[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
+                elif kind == "stop_auto_rerun":
+                    for fragment_id in msg.stop_auto_rerun.fragment_ids:
+                        self.timers.pop(fragment_id, None)
                 elif kind == "script_finished":
                     run.status = msg.script_finished
                     if run.status != ForwardMsg.FINISHED_EARLY_FOR_RERUN:

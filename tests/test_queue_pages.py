@@ -122,6 +122,10 @@ def test_polling_slows_while_nothing_changes_and_stops_when_nothing_is_active():
     assert panels.poll_interval(["running"], 15) == 3.0 and panels.poll_interval(["running"], 120) == 10.0
     assert panels.poll_interval(["done", "failed"], 0) is None
     assert panels.poll_interval(["done", "queued"], 0) == panels.QUEUED_POLL_S
+    # 30 tabs watching one run poll it about 10 times a second together, not 30.
+    assert panels.poll_interval(["running"], 0, viewers=30) == 3.0
+    assert panels.poll_interval(["running"], 0, viewers=10) == panels.POLL_S
+    assert panels.poll_interval(["running"], 0, viewers=1000) == 10.0
     watch = panels.Watch()
     record = {"id": 1, "status": "running", "n_metrics": 3, "progress": {"done": 1, "message": "training"}}
     assert watch.note([record], now=100.0) == 0.0
@@ -165,3 +169,74 @@ def test_the_panel_of_a_deleted_run_says_so_and_stops_polling(db, monkeypatch):
     assert not at.exception
     assert any(f"Run #{run_id} is no longer in the store" in t for t in texts(at, "info"))
     assert [r for _, r in CAPTURED[1:] if r is not None] == []   # and registers no polling fragment again
+
+
+def sidebar_script():
+    from dashboard import panels
+
+    panels.sidebar()
+
+
+def test_the_sidebar_polls_the_queue_only_while_it_is_not_empty(db, monkeypatch):
+    real = streamlit.fragment
+    registered = []
+    monkeypatch.setattr(streamlit, "fragment", lambda func=None, *, run_every=None, **kwargs: registered.append(
+        (kwargs.get("key"), run_every)) or real(func, run_every=run_every, **kwargs))
+    at = AppTest.from_function(sidebar_script, default_timeout=TIMEOUT).run()
+    assert registered[-1] == ("sidebar-queue", None) and "idle" in at.sidebar.markdown[-1].value
+    Store(db).create_run(RunConfig().to_dict(), "k", queue=True)   # someone's job waits
+    at.run()
+    assert registered[-1] == ("sidebar-queue", panels.QUEUE_POLL_S)
+    assert "1 job queued or running" in at.sidebar.markdown[-1].value
+
+
+def test_objects_of_loaded_modules_are_frozen_out_of_the_collectors_walk(monkeypatch):
+    import gc
+    import sys
+    import types
+
+    monkeypatch.setattr(state, "_FROZEN_AT", [0])
+    try:
+        state.freeze_long_lived_objects()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000                          # torch, pandas, streamlit...: out of every full collection
+        state.freeze_long_lived_objects()               # nothing new loaded: nothing more to do
+        assert gc.get_freeze_count() == frozen
+        monkeypatch.setitem(sys.modules, "a_module_loaded_later", types.ModuleType("a_module_loaded_later"))
+        kept = [[i] for i in range(1000)]               # objects a newly loaded module would hold
+        state.freeze_long_lived_objects()
+        assert gc.get_freeze_count() >= frozen + 1000 and kept
+    finally:
+        gc.unfreeze()
+
+
+def test_viewers_of_a_run_are_the_sessions_that_polled_it_lately(db, monkeypatch):
+    import types
+
+    sessions = iter(["tab-a", "tab-b", "tab-a", "tab-c"])
+    monkeypatch.setattr(panels, "get_script_run_ctx", lambda: types.SimpleNamespace(session_id=next(sessions)))
+    assert panels.viewers(7, now=100.0) == 1
+    assert panels.viewers(7, now=101.0) == 2
+    assert panels.viewers(7, now=102.0) == 2                      # tab-a again: still two tabs
+    assert panels.viewers(7, now=100.0 + panels.VIEWER_SPAN_S + 1.5) == 2   # tab-b stopped looking; tab-c came
+
+
+def test_a_poll_changes_or_stops_its_own_polling_without_drawing_the_page_again(monkeypatch):
+    import types
+
+    sent, reruns = [], []
+    monkeypatch.setattr(panels, "_fragment_rerun", lambda: "fragment-1")
+    monkeypatch.setattr(panels, "get_script_run_ctx", lambda: types.SimpleNamespace(enqueue=sent.append))
+    monkeypatch.setattr(panels.st, "rerun", lambda: reruns.append(1))
+    watch = panels.Watch(interval=2.0)
+    panels._follow(watch, 1.0, page_draws_the_end=False)        # the run started: poll faster
+    assert watch.interval == 1.0 and reruns == []
+    assert (sent[-1].auto_rerun.fragment_id, sent[-1].auto_rerun.interval) == ("fragment-1", 1.0)
+    panels._follow(watch, 1.0, page_draws_the_end=False)        # nothing to change: nothing sent
+    assert len(sent) == 1
+    panels._follow(watch, None, page_draws_the_end=False)       # done, drawn by the panel: stop polling
+    assert watch.interval is None and list(sent[-1].stop_auto_rerun.fragment_ids) == ["fragment-1"]
+    assert reruns == []
+    ended = panels.Watch(interval=1.0)
+    panels._follow(ended, None, page_draws_the_end=True)        # the page draws the outcome: one rerun
+    assert reruns == [1] and ended.interval is None and len(sent) == 2
