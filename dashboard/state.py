@@ -6,6 +6,7 @@ the URL, so that a link reproduces a page's setup.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -32,7 +33,13 @@ GPU_DEFAULTS = {"dataset": "cifar10", "model": "resnet20", "method": "synflow", 
 # ---- one store and one job manager per server ---------------------------------------------------------------
 def db_path() -> str:
     """The run store's file: $PRUNING_DB, else ./runs/pruning.db (absolute)."""
-    return str(Path(os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser().resolve())
+    return _resolved(os.environ.get(ENV_VAR) or str(DEFAULT_PATH), os.getcwd())
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(path: str, cwd: str) -> str:
+    # Every poll asks for the store several times: resolving the path each time was a visible share of a poll.
+    return str(Path(path).expanduser().resolve())
 
 
 @st.cache_resource(show_spinner=False)
