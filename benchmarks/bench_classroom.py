@@ -22,6 +22,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -192,7 +193,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--no-first-run"]
 
 
-def browser_classroom(port: int, students: int, epochs: int, deadline_s: float) -> dict:
+def browser_classroom(port: int, students: int, epochs: int, deadline_s: float, seed0: int) -> dict:
     """The classroom with real tabs: one Chromium, a context (own cookies, own session) per student; every tab
     loads the page, then all press Train; seconds from each click to its result, and the tabs that saw none."""
     from playwright.sync_api import sync_playwright
@@ -201,12 +202,13 @@ def browser_classroom(port: int, students: int, epochs: int, deadline_s: float) 
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         pages = [browser.new_context(viewport={"width": 1200, "height": 900}).new_page() for _ in range(students)]
         for i, page in enumerate(pages):
-            page.goto(f"http://127.0.0.1:{port}/?{PAGE_QUERY.format(epochs=epochs, seed=2000 + i)}", timeout=120_000)
+            page.goto(f"http://127.0.0.1:{port}/?{PAGE_QUERY.format(epochs=epochs, seed=seed0 + i)}", timeout=120_000)
+        train = re.compile(f"Train {epochs} epochs")
         for page in pages:
-            page.get_by_role("button", name=f"Train {epochs} epochs").wait_for(timeout=120_000)
+            page.get_by_role("button", name=train).wait_for(timeout=120_000)
         clicked = []
         for page in pages:
-            page.get_by_role("button", name=f"Train {epochs} epochs").click()
+            page.get_by_role("button", name=train).click()
             clicked.append(time.monotonic())
         waits: list[float | None] = [None] * students
         while any(w is None for w in waits) and time.monotonic() - clicked[0] < deadline_s:
@@ -221,8 +223,8 @@ def browser_classroom(port: int, students: int, epochs: int, deadline_s: float) 
 def browser_main(args: argparse.Namespace, port: int, store: Store) -> None:
     warm = classroom(port, 1, args.epochs, 900, 120)   # the job manager and a warm worker
     warm["leave"].set()
-    alone = browser_classroom(port, 1, args.epochs, 120)["waits"][0]
-    result = browser_classroom(port, args.students, args.epochs, args.deadline)
+    alone = browser_classroom(port, 1, args.epochs, 120, 1999)["waits"][0]
+    result = browser_classroom(port, args.students, args.epochs, args.deadline, 2000)
     waits = [w for w in result["waits"] if w is not None]
     runs = store.list_runs()
     print(f"# classroom benchmark in Chromium, {datetime.date.today()}, {platform.machine()} CPU, "
