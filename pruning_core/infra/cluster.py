@@ -45,6 +45,7 @@ import torch
 
 from pruning_core.config import RunConfig
 from pruning_core.engine.prune import Cancelled
+from pruning_core.infra.interrupts import InterruptsOutsideImports, half_imported_modules
 from pruning_core.infra.runner import ProgressCallback, Recorder, StoreRecorder, compute, describe_error
 from pruning_core.infra.store import Store, library_versions, refuse_in_this_process
 
@@ -121,9 +122,10 @@ def check_resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | Non
 class ForwardingRecorder(Recorder):
     """A worker's recorder: every call becomes an event for the driver, sent through the hub in batches."""
 
-    def __init__(self, hub: Any, ticket: int):
+    def __init__(self, hub: Any, ticket: int, interrupts: InterruptsOutsideImports | None = None):
         self.hub = hub
         self.ticket = ticket
+        self.interrupts = interrupts
         self.attempt = {"token": secrets.token_hex(8), "pid": os.getpid(), "node": socket.gethostname()}
         self.history: list[tuple[int, str, tuple]] = []  # every event of this attempt: the task returns it
         self._events: list[tuple[int, str, tuple]] = []
@@ -154,6 +156,8 @@ class ForwardingRecorder(Recorder):
 
     def progress(self, message: str, done: float, total: float) -> str:
         self._send("progress", message, done, total)
+        if self.interrupts is not None:
+            self.interrupts.raise_pending()  # a cancel that arrived during an import
         return "running"  # a cancel arrives as ray.cancel's KeyboardInterrupt
 
     def metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -186,16 +190,23 @@ def compute_cell(config: dict[str, Any], ticket: int, kind: str, device: str | N
                  data_root: str | None, download: bool) -> dict[str, Any]:
     """The Ray task: compute one configuration, forwarding its records; returns the run's summary with this
     attempt's token and every event it sent."""
+    broken = half_imported_modules()
+    if broken:  # an import was interrupted before this task could guard it: this worker is not to be trusted
+        log.error("a worker with half-imported modules (%s) leaves; Ray gives the cell to a new one",
+                  ", ".join(broken[:5]))
+        os._exit(70)
     refuse_in_this_process(WORKER_REFUSAL)
-    recorder = ForwardingRecorder(hub, ticket)
-    try:
-        run = RunConfig.from_dict(config).canonical().validate()
-        summary = compute(run, recorder, kind=kind, device=device, data_root=data_root, download=download).summary
-        return {"summary": summary, "attempt": recorder.attempt, "events": recorder.history}
-    finally:
-        recorder.flush(wait=True)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # a worker lives on: give the GPU back to cells of other workers sharing it
+    with InterruptsOutsideImports() as interrupts:
+        recorder = ForwardingRecorder(hub, ticket, interrupts)
+        try:
+            run = RunConfig.from_dict(config).canonical().validate()
+            summary = compute(run, recorder, kind=kind, device=device, data_root=data_root,
+                              download=download).summary
+            return {"summary": summary, "attempt": recorder.attempt, "events": recorder.history}
+        finally:
+            recorder.flush(wait=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # a worker lives on: give the GPU back to other workers' cells
 
 
 def _hub_class() -> Any:
