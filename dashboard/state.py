@@ -26,8 +26,8 @@ from pruning_core.infra.store import DEFAULT_PATH, ENV_VAR, Store
 
 INLINE_BUDGET_S = 2.0   # the most a page's own pruning may take (estimated); longer work is a queued job
 PREWARM_S = 10.0        # the workers start this long after the server's first visitor, if nothing asked sooner
-CPU_DEFAULTS = {"dataset": "digits", "model": "conv", "method": "synflow", "sparsity": 0.99, "epochs": 10}
-GPU_DEFAULTS = {"dataset": "cifar10", "model": "resnet20", "method": "synflow", "sparsity": 0.99, "epochs": 10}
+# On a GPU with CIFAR-10 on disk, the pages open on these instead of RunConfig's own (digits, fast on a CPU).
+GPU_OVERRIDES = {"dataset": "cifar10", "model": "resnet20"}
 
 
 # ---- one store and one job manager per server ---------------------------------------------------------------
@@ -108,11 +108,12 @@ def _on_disk(name: str, root: str) -> bool:
 
 
 def device_defaults() -> dict[str, Any]:
-    """Defaults that finish fast here: digits and the small CNN on a CPU; CIFAR-10 and ResNet-20 on a GPU
+    """RunConfig's defaults (digits and the small CNN: fast on a CPU), with CIFAR-10 and ResNet-20 on a GPU
     when CIFAR-10 is already on disk (else digits, which needs no download)."""
-    if on_gpu() and dataset_on_disk(GPU_DEFAULTS["dataset"]):
-        return dict(GPU_DEFAULTS)
-    return dict(CPU_DEFAULTS)
+    defaults = RunConfig().to_dict()
+    if on_gpu() and dataset_on_disk(GPU_OVERRIDES["dataset"]):
+        defaults.update(GPU_OVERRIDES)
+    return defaults
 
 
 def runs_inline(config: RunConfig) -> bool:

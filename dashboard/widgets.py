@@ -160,14 +160,15 @@ def field_input(name: str, key: str | None = None, default: Any = None, options:
 
 
 def sparsity_slider(key: str, default: float, container: Any = None, url_key: str = "sparsity",
-                    max_log: float = 4.0, help: str | None = None) -> float:
-    """The sparsity as a slider of compression 10^x (as on Prune & train), its value in the URL as a sparsity
-    (?sparsity=0.9); returns the sparsity (10^1 -> exactly 0.9)."""
+                    min_log: float = 0.1, max_log: float = 4.0, help: str | None = None) -> float:
+    """The sparsity as a slider of compression 10^x (every page's one sparsity widget), its value in the URL as
+    a sparsity (?sparsity=0.9); returns the sparsity (10^1 -> exactly 0.9). Pages that study a pruned
+    network start at 10^0.1; Prune & train starts at 10^0 (dense)."""
     container = container or st
-    low = 0.1
-    state.restore_widget_value(key, round(units.log_compression(default), 1), compression_parser(low, max_log),
+    state.restore_widget_value(key, round(units.log_compression(default), 1), compression_parser(min_log, max_log),
                                url_key=url_key)
-    x = container.slider(f"{field_label('sparsity')}: compression 10^x", min_value=low, max_value=max_log, step=0.1,
+    x = container.slider(f"{field_label('sparsity')}: compression 10^x", min_value=min_log, max_value=max_log,
+                         step=0.1,
                          format="10^%.1f", key=key,
                          help=help_text("sparsity") + " The slider moves in powers of ten: 10^1 keeps 1 in 10 weights, "
                                                       "10^2 keeps 1 in 100." + (f" {help}" if help else ""))

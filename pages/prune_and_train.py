@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboard import errors, navigation, panels, state, views, widgets
 from dashboard.text import escape_markdown
-from pruning_core.config import DENSE, RunConfig, field_label, help_text
+from pruning_core.config import DENSE, RunConfig
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
 from pruning_core.engine.methods import METHODS
 from pruning_core.infra.store import UnknownRunError
@@ -46,7 +46,7 @@ def apply_preset(name: str) -> None:
 
 def initial_values() -> dict:
     """Defaults for this device, or, when the link names a run (?run=12), that run's configuration."""
-    values = {**RunConfig().to_dict(), **state.device_defaults()}
+    values = state.device_defaults()
     if state.has_saved_widget_value("dataset") or "run" not in st.query_params:
         return values
     try:
@@ -70,17 +70,8 @@ def config_form(defaults: dict) -> tuple[RunConfig, list[str]]:
         widgets.field_input("seed", default=defaults["seed"], container=top[3])
 
         middle = st.columns([2.4, 1.2], gap="medium", vertical_alignment="center")
-        state.restore_widget_value("compression", round(units.log_compression(defaults["sparsity"]), 1),
-                                   widgets.compression_parser(0.0, 4.0), url_key="sparsity")
-        x = middle[0].slider(
-            f"{field_label('sparsity')}: compression 10^x", min_value=0.0, max_value=4.0, step=0.1, format="10^%.1f",
-            key="compression", help=help_text("sparsity") + " The slider moves in powers of ten: 10^2 keeps 1 in 100 "
-                                                          "weights, 10^3 keeps 1 in 1,000.")
-        state.save_widget_values("compression")
-        sparsity = units.sparsity_from_log(x)
+        sparsity = widgets.sparsity_slider("compression", defaults["sparsity"], container=middle[0], min_log=0.0)
         with middle[1]:
-            st.markdown(f"**{units.percent(sparsity)} of the weights removed**  \n"
-                        f"compression {units.compression_text(sparsity)} · density {units.percent(1 - sparsity)}")
             views.method_popover(method)
 
         bottom = st.columns([1, 0.8, 1, 0.7, 1.8], gap="medium", vertical_alignment="bottom")

@@ -112,7 +112,7 @@ def test_landing_page_shows_the_pruning_result_at_once(db):
     assert [m.label for m in at.metric][:2] == ["Weights kept", "FLOPs kept"]
     assert at.metric[0].value == "937"  # 1% of 93,728
     assert at.slider(key="compression").value == 2.0
-    assert any("99% of the weights removed" in m.value and "10^2.0 (100×)" in m.value for m in at.markdown)
+    assert any("99% of the weights removed" in m.value and "10^2.0 (100×)" in m.value for m in at.caption)
     assert at.toggle(key="prune-log").value is False
     at.toggle(key="prune-log").set_value(True).run()
     assert figures_of(at)["prune-density"]["layout"]["yaxis"]["type"] == "log"
@@ -318,7 +318,7 @@ def test_compression_zero_is_the_dense_network(db):
     assert_clean(at)
     assert figures_of(at)["prune-density"]["data"][0]["name"] == "Dense baseline"
     assert at.metric[0].value == "93,728"
-    assert any("0% of the weights removed" in m.value for m in at.markdown)
+    assert any("0% of the weights removed" in m.value for m in at.caption)
 
 
 def test_failed_run_shows_the_stores_error(db):

@@ -186,7 +186,7 @@ def test_the_job_manager_dispatches_to_ray_when_PRUNING_RAY_ADDRESS_is_set(tmp_p
         assert statuses == ["cancelled", "cancelled", "done", "cancelled"]
         assert store.get_run(ids[3])["started_at"] is None
         assert manager.submit(configs[2]) == ids[2]  # done: reused by key, not queued again
-        assert manager.idle() and manager.cluster.status()["running"] == []
+        assert not manager.tracked() and manager.cluster.status()["running"] == []
     finally:
         manager.shutdown()
     monkeypatch.delenv(RAY_ADDRESS_ENV)

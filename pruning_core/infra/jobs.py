@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from pruning_core.config import DENSE, RunConfig
-from pruning_core.engine import masks as mk
+from pruning_core.engine.masks import prunable_weights
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS
@@ -56,7 +56,7 @@ def model_size(model: str, dataset: str) -> tuple[int, int]:
     """(prunable weights, dense FLOPs per image) of a model on a dataset's input shape."""
     spec = DATASETS[dataset]
     net = MODELS[model](spec.input_shape, spec.num_classes, seed=0)
-    masks = {name: torch.ones_like(weight, dtype=torch.bool) for name, _, weight in mk.prunable_weights(net)}
+    masks = {name: torch.ones_like(weight, dtype=torch.bool) for name, _, weight in prunable_weights(net)}
     table = layer_table(net, masks, spec.input_shape)
     return int(table["total"].sum()), int(table["flops_dense"].sum())
 
@@ -217,24 +217,12 @@ class JobManager:
                 if (r["owner_token"] == QUEUE_TOKEN and r["owner_pid"] is None) or r["owner_pid"] in pids
                 or r["id"] in held}
 
-    @property
-    def current(self) -> int | None:
-        """The oldest run one of this manager's workers is running now, or None."""
-        pids = self.pool.all_pids
-        held = self._dispatch.held() if self._dispatch is not None else set()
-        running = [r["id"] for r in self.store.active_runs()
-                   if r["status"] == "running" and (r["owner_pid"] in pids or r["id"] in held)]
-        return running[0] if running else None
-
     def worker_pids(self) -> list[int]:
         return self.pool.pids()
 
     def queue_length(self) -> int:
         """How many runs are queued or running on this machine (the job queue's, and any other process's)."""
         return len(self.store.active_runs())
-
-    def idle(self) -> bool:
-        return not self.tracked()
 
     def wait_idle(self, timeout: float | None = None, poll_s: float = 0.05) -> bool:
         """Block until none of the queue's runs is queued or running (for scripts and tests)."""

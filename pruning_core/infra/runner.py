@@ -364,16 +364,3 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, ValueError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-def masks_for_run(store: Store, run_id: int) -> tuple[nn.Module, dict[str, torch.Tensor], RunConfig]:
-    """Rebuild a stored run's pruned model: a fresh model from the stored seed with its masks re-applied."""
-    record = store.get_run(run_id)
-    config = RunConfig.from_dict(record["config"])
-    dataset = load_dataset(config.dataset, download=False)
-    model = build_model(config, dataset)
-    masks = store.load_masks(run_id)
-    if masks is None:
-        raise ValueError(f"run {run_id} has no stored masks")
-    attach_masks(model, masks)
-    return model, masks, config
