@@ -451,10 +451,14 @@ def sidebar() -> None:
 
 
 def _queue_line(polling: bool) -> None:
-    queued = state.manager().queue_length()
+    manager = state.manager()
+    queued = manager.queue_length()
+    if manager.cluster is not None:   # PRUNING_RAY_ADDRESS: the jobs run on Ray
+        st.markdown(f"**:material/hub: Cluster:** {units.cluster_text(manager.cluster.status())}")
     if queued:
         st.markdown(f"**:material/queue: Job queue:** {queued} job{'s' if queued != 1 else ''} queued or running")
-        st.caption("Everyone's jobs run in the order they were asked for, in the server's worker processes.")
+        where = "on the Ray cluster" if manager.cluster is not None else "in the server's worker processes"
+        st.caption(f"Everyone's jobs run in the order they were asked for, {where}.")
     else:
         st.markdown("**:material/check_circle: Job queue:** idle")
         if polling and not repoll(None):   # the queue has emptied: this line polls no more

@@ -325,3 +325,42 @@ def test_a_lost_event_hub_loses_no_record(tmp_path, local_ray, monkeypatch):
     assert on_ray["key"].tolist() == local["key"].tolist()
     for a, b in zip(local["run_id"], on_ray["run_id"], strict=True):
         assert comparable(here, int(a)) == comparable(there, int(b))  # every record whole, nothing twice
+
+
+def test_the_dashboard_sends_its_jobs_to_ray_when_PRUNING_RAY_ADDRESS_is_set(db, local_ray, monkeypatch):
+    """The Prune & train page in an AppTest, its server's job manager on Ray: the sidebar shows the cluster, a
+    run's live panel cancels it on the cluster, and a finished run is reused by key."""
+    from test_app import assert_clean, open_page, texts
+
+    from dashboard import state
+
+    monkeypatch.setenv(RAY_ADDRESS_ENV, "local")
+    long = dict(model="mlp", method="magnitude", sparsity="0.9", epochs="3000", seed="41")
+    at = open_page(**long)
+    at.button(key="train").click().run()
+    assert_clean(at)
+    run_id = int(at.query_params["run"])
+    cluster = state.manager().cluster
+    assert cluster is not None
+    assert wait_for(lambda: run_id in {cell["run_id"] for cell in cluster.status()["running"]})
+    (cell,) = cluster.status()["running"]
+    assert cell["pid"] not in state.manager().worker_pids() + [os.getpid()]  # a Ray worker, not a local one
+    assert wait_for(lambda: Store(db).get_run(run_id)["n_metrics"] > 0)  # live records from the Ray worker
+    at.run()
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "**:material/hub: Cluster:** local Ray: 1 machine · 2 CPUs" in sidebar and "1 running, 0 waiting" in sidebar
+    at.button(key=f"train-cancel-{run_id}").click().run()
+    assert Store(db).get_run(run_id)["status"] == "cancelled"
+    assert wait_for(lambda: cluster.status()["running"] == [])
+
+    short = {**long, "epochs": "2"}
+    at = open_page(**short)
+    at.button(key="train").click().run()
+    short_id = int(at.query_params["run"])
+    assert wait_for(lambda: Store(db).get_run(short_id)["status"] == "done")
+    record = Store(db).get_run(short_id)
+    assert record["config"]["epochs"] == 2 and record["n_metrics"] > 0
+    again = open_page(**short)   # another viewer, same configuration and seed: the stored run, not a new one
+    assert_clean(again)
+    assert any("Reused from the store" in s for s in texts(again, "success"))
+    assert int(again.query_params["run"]) == short_id and len(Store(db).list_runs()) == 2

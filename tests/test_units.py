@@ -101,3 +101,15 @@ def test_csv_exports_keep_fractions_exact_and_write_iso_times():
     assert "progress" in table.columns                           # the caller's table is left as it was
     assert units.iso_time(float("nan")) == units.iso_time(None) == ""
     assert "ISO 8601" in units.EXPORT_NOTE and "fractions" in units.EXPORT_NOTE
+
+
+def test_cluster_text_says_where_jobs_run_and_how_busy_it_is():
+    busy = {"address": "10.0.0.5:6379", "connected": True, "nodes": 2, "cpus": 32.0, "cpus_free": 30.0,
+            "gpus": 4.0, "gpus_free": 1.0, "running": [{"run_id": 1}, {"run_id": 2}, {"run_id": 3}], "waiting": 1}
+    assert units.cluster_text(busy) == ("Ray cluster at 10.0.0.5:6379: 2 machines · 4 GPUs (1 free) · "
+                                        "32 CPUs (30 free) · 3 running, 1 waiting")
+    local = {"address": "local", "connected": True, "nodes": 1, "cpus": 1.0, "cpus_free": 0.5, "gpus": 0.0,
+             "gpus_free": 0.0, "running": [], "waiting": 0}
+    assert units.cluster_text(local) == "local Ray: 1 machine · 1 CPU (0.5 free) · 0 running, 0 waiting"
+    assert units.cluster_text({"address": "10.0.0.5:6379", "connected": False}) == (
+        "Ray cluster at 10.0.0.5:6379: not connected")

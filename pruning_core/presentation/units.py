@@ -204,3 +204,19 @@ def export_csv(table, drop: Sequence[str] = ()) -> str:
         out["compression"] = [float(f"{v:.6g}") if isinstance(v, (int, float)) and math.isfinite(v) else v
                               for v in out["compression"]]
     return out.to_csv(index=False)
+
+
+def cluster_text(info: Mapping[str, Any]) -> str:
+    """One line for the sidebar from `RayCells.status()`: where the jobs run and how busy it is, e.g.
+    'Ray cluster at 10.0.0.5:6379: 2 machines · 4 GPUs (1 free) · 32 CPUs (30 free) · 3 running, 1 waiting'."""
+    where = "local Ray" if info.get("address") in (None, "local") else f"Ray cluster at {info['address']}"
+    if not info.get("connected"):
+        return f"{where}: not connected"
+    nodes = int(info.get("nodes", 0))
+    parts = [f"{nodes} machine{'s' if nodes != 1 else ''}"]
+    for name, total_key, free_key in (("GPU", "gpus", "gpus_free"), ("CPU", "cpus", "cpus_free")):
+        total = info.get(total_key, 0.0) or 0.0
+        if total or name == "CPU":
+            parts.append(f"{total:g} {name}{'s' if total != 1 else ''} ({info.get(free_key, 0.0):g} free)")
+    parts.append(f"{len(info.get('running', []))} running, {int(info.get('waiting', 0))} waiting")
+    return f"{where}: " + " · ".join(parts)
