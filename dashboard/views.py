@@ -193,6 +193,27 @@ def config_caption(config: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+STUDY_TITLES = {"collapse": ("Layer collapse study", "collapse"), "gradient_flow": ("Gradient flow study", "gradient_flow"),
+                "relearning": ("Relearning study", "gradient_flow")}   # a study's title and the page that shows it
+
+
+def study_caption(spec: Mapping[str, Any]) -> str:
+    """'Layer collapse study · Small CNN on Digits · seed 0 · SynFlow, SNIP' for a queued study's config
+    (`pruning_core.studies.tasks`), which is not a RunConfig."""
+    title = STUDY_TITLES.get(spec.get("study"), (f"{spec.get('study', 'unknown')} study", None))[0]
+    parts = [title, f"{choice_label('model', spec['model'])} on {choice_label('dataset', spec['dataset'])}",
+             f"seed {spec['seed']}"]
+    if spec.get("method"):
+        parts.append(units.method_label(spec["method"]))
+    if spec.get("methods"):
+        parts.append(", ".join(units.method_label(m) for m in spec["methods"]))
+    if spec.get("sparsity") is not None:
+        parts.append(units.sparsity_text(spec["sparsity"]))
+    if spec.get("epochs") is not None:
+        parts.append(f"{spec['epochs']} epoch{'s' if spec['epochs'] != 1 else ''}")
+    return " · ".join(parts)
+
+
 # ---- downloads ------------------------------------------------------------------------------------------
 def masks_archive(run_ids: Sequence[int]) -> bytes:
     """A zip with one compressed .npz of boolean masks per run (layer name -> array, True = kept)."""

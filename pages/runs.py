@@ -15,6 +15,7 @@ from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.infra.store import STATUSES, UnknownRunError
 from pruning_core.presentation import charts, findings, units
+from pruning_core.studies import tasks
 
 PAGE_SIZE = 500
 
@@ -189,8 +190,13 @@ def run_detail(run_id: int) -> None:
     db = state.store()
     record = db.get_run(run_id)
     created = datetime.fromtimestamp(record["created_at"]).strftime("%Y-%m-%d %H:%M")
+    study = record["kind"] == tasks.STUDY_KIND
+    caption = views.study_caption(record["config"]) if study else views.config_caption(record["config"])
     st.markdown(f"**Run #{run_id}** ({record['kind']}, {record['status']}, created {created} on "
-                f"{record.get('device') or 'not started'}) — {views.config_caption(record['config'])}")
+                f"{record.get('device') or 'not started'}) — {caption}")
+    if study:
+        study_detail(run_id, record)
+        return
     head = st.columns([1, 1, 3], gap="small")
     if head[0].button("Open in Prune & train", icon=":material/open_in_new:", key="open-in-prune", width="stretch",
                       help="Load this run's configuration on the Prune & train page."):
@@ -216,6 +222,17 @@ def run_detail(run_id: int) -> None:
     with st.expander("Everything recorded for this run", icon=":material/receipt_long:"):
         st.json({k: record[k] for k in ("config", "summary", "timings", "versions", "device", "error", "key")},
                 expanded=False)
+
+
+def study_detail(run_id: int, record: dict) -> None:
+    """A study is drawn by the page that asked for it: a link there, its progress while it runs, what it recorded."""
+    page = views.STUDY_TITLES.get(record["config"].get("study"), (None, None))[1]
+    if page is not None:
+        st.page_link(navigation.PAGES[page], label="Open the page that shows this study", icon=":material/open_in_new:")
+    if record["status"] != "done":
+        panels.live_panel(run_id, key="open")
+    with st.expander("Everything recorded for this study", icon=":material/receipt_long:"):
+        st.json({k: record[k] for k in ("config", "timings", "versions", "device", "error", "key")}, expanded=False)
 
 
 navigation.page_header("Runs", "Every run in the store: filter, overlay, export, delete, or open one to see what it "

@@ -639,6 +639,22 @@ def test_a_run_id_past_the_store_opens_nothing_on_the_runs_page(db):
     assert any(f"`open={BIG}` was ignored" in w for w in texts(at, "warning"))
 
 
+def test_a_study_opens_on_the_runs_page_with_a_link_to_the_page_that_draws_it(db):
+    store = Store(db)
+    spec = tasks.gradient_flow_spec("digits", "mlp", "snip", 0.9, 3, 2, ["static"])
+    run_id = store.create_run(spec, tasks.study_key(spec), kind=tasks.STUDY_KIND)
+    store.cancel_run(run_id)
+    at = open_page("runs", open=str(run_id))
+    assert_clean(at)
+    heading = next(m.value for m in at.markdown if m.value.startswith(f"**Run #{run_id}**"))
+    assert heading.endswith("— Gradient flow study · MLP on Digits · seed 2 · SNIP · 90% removed · compression "
+                            "10^1.0 (10×) · 3 epochs")
+    assert "open-in-prune" not in [b.key for b in at.button]   # a study is not one configuration to retrain
+    (link,) = [e for e in at.get("page_link") if "study" in e.proto.label]
+    assert link.proto.page == "gradient_flow"   # the Gradient flow page (url path)
+    assert any("cancelled" in w for w in texts(at, "warning"))
+
+
 def link_note(note: str) -> tuple[str, str]:
     """(the parameter, the reason) of a note on an ignored link parameter, checking that the parameter is one
     code span (its fence longer than any backticks inside) and that the reason has no unescaped markup."""
