@@ -7,11 +7,12 @@ Nothing here imports Streamlit or Plotly, so the wording is tested in one place.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from pruning_core.config import DENSE
+from pruning_core.engine.compression import log_compression, sparsity_from_log  # noqa: F401 (re-exported)
 from pruning_core.engine.methods import METHODS
 
 # A colour-blind-friendly qualitative palette (Okabe & Ito), then a few more for long method lists.
@@ -79,20 +80,6 @@ def rgba(color: str, alpha: float) -> str:
     color = color.lstrip("#")
     r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
-
-
-def log_compression(sparsity: float) -> float:
-    """x in compression 10^x for a sparsity (0.99 -> 2.0); 0 for a dense network."""
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    return -math.log10(1.0 - sparsity)
-
-
-def sparsity_from_log(x: float) -> float:
-    """The sparsity of compression 10^x, rounded so that 10^2 gives exactly 0.99 (stable config keys)."""
-    if x < 0:
-        raise ValueError(f"log compression must be >= 0, got {x}")
-    return round(1.0 - 10.0 ** (-x), 6)
 
 
 def count_text(value: float) -> str:

@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 
 from pruning_core.config import RunConfig
+from pruning_core.engine.compression import sparsity_from_log
 from pruning_core.engine.data import load_dataset
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.prune import Cancelled
 from pruning_core.infra import runner
 from pruning_core.infra.store import InvalidTransitionError, Store
-from pruning_core.presentation.units import sparsity_from_log
 from pruning_core.studies.analysis import critical_compression, layer_synaptic_flow
 
 LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)   # log10 compression levels of the heat map
