@@ -234,7 +234,8 @@ def settled_slider(page, timeout_s: float = 30.0) -> tuple[str, str]:
     while time.time() < deadline:
         wait_until_idle(page)
         shown = page.get_by_test_id("stSliderThumbValue").first.inner_text()
-        result = page.locator("[data-testid='stMarkdownContainer']", has_text="of the weights removed").first.inner_text()
+        result = page.locator("[data-testid='stCaptionContainer'], [data-testid='stMarkdownContainer']",
+                              has_text="of the weights removed").first.inner_text()
         if (shown, result) == last:
             return last
         last = (shown, result)
