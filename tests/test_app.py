@@ -359,6 +359,31 @@ def test_sweep_fills_the_chart_marks_collapse_and_downloads_csv(db):
     assert any(note.startswith("✕ ") for note in table.value["Note"])   # the collapsed cell names its layers
 
 
+def test_a_sweep_of_every_registered_method_runs_from_the_page(db):
+    """Every method of the registry (a new one is in this test without editing it), one sparsity, one seed."""
+    from pruning_core.engine.methods import METHODS
+
+    methods = list(METHODS)
+    at = open_page("compare", model="mlp", epochs="1", methods=methods, sparsities=["0.9"], seeds="1")
+    assert_clean(at)
+    assert at.multiselect(key="methods").value == methods
+    at.button(key="run-sweep").click().run()
+    assert_clean(at)
+    sweep_id = int(at.query_params["sweep"])
+    wait_idle(db, 600)
+    at.run()
+    assert_clean(at)
+    cells = len(methods) + 1   # and the dense baseline
+    assert any(f"Sweep #{sweep_id}: {cells} of {cells} cells done" in s for s in texts(at, "success")), (
+        texts(at, "success"), texts(at, "warning"))
+    runs = Store(db).list_runs()
+    done = runs[runs["status"] == "done"]
+    assert sorted(done["method"]) == sorted(methods + ["dense"])
+    assert set(done.loc[done["method"] != "dense", "sparsity"]) == {0.9}
+    table = at.dataframe[0].value
+    assert len(table) == cells and table["Accuracy"].notna().all()
+
+
 def test_quick_sweep_preset_sets_the_grid(db):
     at = open_page("compare", epochs="1", methods=["magnitude"], sparsities=["0.9"])
     at.button(key="preset-quick_sweep").click().run()
