@@ -48,9 +48,7 @@ def comparable(store: Store, run_id: int) -> dict:
     metrics = store.metrics(run_id).drop(columns=["images_per_s", "elapsed_s"])
     metrics = metrics.astype(object).where(metrics.notna(), None)  # NaN != NaN
     masks = {name: mask.tolist() for name, mask in store.load_masks(run_id).items()}
-    # library_versions names a build ("+cu130") only for modules the computing process has imported: a worker
-    # never imports torchvision for digits, this test process may have. The releases must agree.
-    versions = {name: version.split("+")[0] for name, version in record["versions"].items()}
+    versions = record["versions"]   # the same in a Ray worker as here (library_versions imports nothing)
     return {**{k: record[k] for k in ("key", "kind", "status", "config", "method", "sparsity", "seed", "error",
                                       "device", "progress", "n_metrics", "has_layers", "has_masks")},
             "versions": versions,

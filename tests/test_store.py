@@ -496,3 +496,18 @@ def test_a_process_that_refuses_stores_cannot_open_one(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="workers never open the store"):
         Store(tmp_path / "refused.db")
     assert not (tmp_path / "refused.db").exists()
+
+
+def test_library_versions_do_not_depend_on_what_this_process_imported(monkeypatch):
+    import importlib.metadata
+    import sys
+    import types
+
+    from pruning_core.infra.store import library_versions
+
+    before = library_versions()
+    monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(__version__="0.29.1+somebuild"))
+    after = library_versions()
+    assert after == before
+    assert after["torchvision"] == importlib.metadata.version("torchvision")
+    assert after["torch"] == torch.__version__   # the build tag torch names itself

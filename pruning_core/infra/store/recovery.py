@@ -199,8 +199,10 @@ def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape a result (those installed; nothing is imported)."""
     versions = {"python": platform.python_version()}
     for name in ("torch", "torchvision", "numpy", "pandas", "streamlit"):
-        # An imported module's __version__ names the build (torch's "+cu130"); else ask the installed metadata.
-        version = getattr(sys.modules.get(name), "__version__", None)
+        # The installed metadata for all, so that two processes record the same versions whatever they imported;
+        # torch's own __version__ where it is imported (every computing process), as it names the build
+        # ("+cu130", "+cpu") that the metadata leaves out.
+        version = getattr(sys.modules.get(name), "__version__", None) if name == "torch" else None
         if version is None:
             if name not in _INSTALLED_VERSIONS:
                 try:
