@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--cc-iterations", default="", help="rounds for the critical compression, e.g. px=10")
     parser.add_argument("--cc-batch", type=int, default=BATCH, help="samples per scoring batch for the critical "
                                                                      "compression of data-driven methods")
+    parser.add_argument("--train-images", type=int, default=BATCH * 10,
+                        help="synthetic training images for the methods that train to find their mask (IMP, "
+                             "GemMiner): they get the dataset itself, not scoring batches")
     parser.add_argument("--no-timing", action="store_true", help="only the critical compression")
     parser.add_argument("--no-critical", action="store_true", help="only the pruning time")
     args = parser.parse_args()
@@ -67,6 +70,8 @@ def main() -> None:
     cc_rounds = parse_overrides(args.cc_iterations)
     timing_rounds = parse_overrides(args.timing_iterations)
     dataset = pc.load_dataset("synthetic", shape=SHAPE, num_classes=10, train_size=BATCH * 10, test_size=BATCH)
+    train_set = pc.load_dataset("synthetic", shape=SHAPE, num_classes=10, train_size=args.train_images,
+                                test_size=BATCH)
 
     def build() -> torch.nn.Module:
         return pc.MODELS[args.model](SHAPE, 10).to(device)
@@ -78,7 +83,7 @@ def main() -> None:
         row = {"method": method, "rounds": spec.default_iterations, "timed_rounds": rounds, "prune_s": None, "cc": None}
         if not args.no_timing:
             torch.manual_seed(0)
-            batches = scoring_batches(method, rounds, dataset, BATCH, device)
+            batches = train_set if spec.run is not None else scoring_batches(method, rounds, dataset, BATCH, device)
             result = pc.prune(build(), method, 0.99, batches if spec.needs_data else None, input_shape=SHAPE,
                               iterations=rounds)
             row["prune_s"] = result.elapsed_s
@@ -87,6 +92,8 @@ def main() -> None:
             rounds = cc_rounds.get(method, spec.default_iterations)
             batch = args.cc_batch if spec.needs_data else 0
             batches = scoring_batches(method, rounds, dataset, args.cc_batch, device) if spec.needs_data else None
+            if spec.run is not None:   # IMP, GemMiner: they train, on the dataset itself
+                batches, batch = train_set, f"{args.train_images} training images"
             started = time.perf_counter()
             found = pc.critical_compression(build, method, batches, input_shape=SHAPE, tolerance=args.tolerance,
                                             max_log_compression=args.max_log_compression, iterations=rounds)
