@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import errors, navigation, panels, state, views, widgets
+from dashboard import classroom, errors, navigation, panels, state, views, widgets
 from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
@@ -136,7 +136,7 @@ def background_prune(config: RunConfig) -> None:
     if active.empty or active.iloc[0]["status"] in ("failed", "cancelled"):
         if st.button("Prune in the background", icon=":material/play_arrow:", key="prune-background",
                      help="Queue a prune-only job; the densities appear here when it finishes."):
-            panels.live_panel(state.manager().submit(config, kind="prune"), key="prune-job")
+            panels.live_panel(classroom.submit(config, kind="prune").run_id, key="prune-job")
         elif not active.empty:
             panels.live_panel(int(active.iloc[0]["run_id"]), key="prune-job")
     else:
@@ -263,6 +263,7 @@ with errors.error_boundary():
     config, compare = config_form(initial_values())
     config = config.validate()
     state.show_ignored_link_notes()
+    classroom.check_run(config)   # above a server limit (from a widget or a link): say which, compute nothing
     url = {f: getattr(config, f) for f in FIELDS}
     url.update(sparsity=config.sparsity, compare=compare, run=None)
     pruning_section(config, compare)

@@ -215,6 +215,21 @@ class JobManager:
         except (InvalidTransitionError, ValueError):
             pass
 
+    def pause(self, paused: bool = True) -> None:
+        """Pause the queue (no worker starts another run; those running go on) or resume it (a classroom's
+        teacher). Kept in the store, where the workers look."""
+        self.store.pause_queue(paused)
+        if not paused:
+            self.pool.wake()
+            if self._dispatch is not None:
+                self._dispatch.wake()
+
+    def clear_queue(self) -> list[int]:
+        """Cancel every run waiting in the queue (those running go on); return their ids."""
+        cleared = self.store.clear_queue()
+        self.store.settle_sweeps()
+        return cleared
+
     def tracked(self) -> set[int]:
         """Ids of the queue's runs still to finish: waiting for a worker, or held by one of this manager's."""
         pids = self.pool.all_pids

@@ -38,8 +38,7 @@ LIMITS: dict[str, Limit] = {
     "max_rounds": Limit("PRUNING_MAX_ROUNDS", "pruning rounds of a run", 100, 1000),
     "max_sweep_cells": Limit("PRUNING_MAX_SWEEP_CELLS", "cells of a sweep", 60, 300),
     "max_seeds": Limit("PRUNING_MAX_SEEDS", "seeds of a sweep or study", 3, 5),
-    "max_queued_per_user": Limit("PRUNING_MAX_QUEUED_PER_USER", "runs one person may have queued or running",
-                                 60, 300),
+    "max_queued_per_user": Limit("PRUNING_MAX_QUEUED_PER_USER", "runs queued or running for one person", 60, 300),
     "max_queued": Limit("PRUNING_MAX_QUEUED", "runs queued or running on the server", 300, 3000),
     "max_cpu_model_weights": Limit("PRUNING_MAX_CPU_MODEL_WEIGHTS", "prunable weights of a model on a CPU-only "
                                    "server", 1_000_000, None),
@@ -69,8 +68,8 @@ class LimitExceeded(ValueError):
     def __init__(self, name: str, value: int, asked: int):
         self.name, self.value, self.asked = name, value, asked
         limit = LIMITS[name]
-        super().__init__(f"{asked:,} {limit.label} asked for, but this server allows at most {value:,} "
-                         f"(limit `{name}`). Nothing was queued. The teacher can raise it (in the Classroom "
+        super().__init__(f"This asks for {asked:,} {limit.label}; this server allows at most {value:,} "
+                         f"(limit {name}). Nothing was queued. The teacher can raise it (on the Classroom "
                          f"page, or with the environment variable {limit.env}).")
 
 
