@@ -28,7 +28,7 @@ from dashboard import state
 from pruning_core.config import RunConfig
 from pruning_core.infra.jobs import Submission
 from pruning_core.infra.limits import STORE_SETTING, Limits, check_queue, check_runs, server_limits
-from pruning_core.infra.store import ACTIVE_STATUSES, User
+from pruning_core.infra.store import ACTIVE_STATUSES, UnknownRunError, User
 
 PASSWORD_ENV = "PRUNING_TEACHER_PASSWORD"
 TOKEN_COOKIE = "pruning_user"
@@ -155,8 +155,12 @@ def _refuse(what: str) -> None:
 
 
 def cancel(run_id: int) -> None:
-    """Cancel a run, if this session may (`may_change`)."""
-    if not may_change(state.store().run_user(run_id)):
+    """Cancel a run, if this session may (`may_change`); one deleted meanwhile has nothing left to cancel."""
+    try:
+        owner = state.store().run_user(run_id)
+    except UnknownRunError:
+        return
+    if not may_change(owner):
         _refuse(f"Run #{run_id}")
     state.manager().cancel(run_id)
 
@@ -167,8 +171,12 @@ def cancel_runs(run_ids: Sequence[int]) -> None:
 
 
 def cancel_sweep(sweep_id: int) -> None:
-    """Cancel a sweep's cells still to run, if this session may."""
-    if not may_change(state.store().sweep_user(sweep_id)):
+    """Cancel a sweep's cells still to run, if this session may; one deleted meanwhile has nothing to cancel."""
+    try:
+        owner = state.store().sweep_user(sweep_id)
+    except UnknownRunError:
+        return
+    if not may_change(owner):
         _refuse(f"Sweep #{sweep_id}")
     state.manager().cancel_sweep(sweep_id)
 

@@ -62,3 +62,15 @@ def test_sweeps_are_limited_in_cells_and_seeds_and_the_queue_per_person_and_in_t
         check_queue(limits, adding=3, users_active=2, all_active=0)
     with pytest.raises(LimitExceeded, match="limit max_queued\\)"):
         check_queue(limits, adding=1, users_active=0, all_active=10)
+
+
+def test_the_readme_documents_every_limit_with_its_variable_and_defaults():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Serving a classroom", 1)[1].split("\n## ", 1)[0]
+    assert "PRUNING_TEACHER_PASSWORD" in section
+    for limit in LIMITS.values():
+        (row,) = [line for line in section.splitlines() if f"`{limit.env}`" in line]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[-2:] == [f"{d:,}" if d is not None else "none" for d in (limit.cpu, limit.gpu)], row

@@ -104,7 +104,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE runs ADD COLUMN claimed_at REAL",
         "ALTER TABLE sweeps ADD COLUMN user_token TEXT",
         "ALTER TABLE sweeps ADD COLUMN user_name TEXT",
-        "CREATE INDEX runs_user ON runs (user_token, status)",
+        "CREATE INDEX runs_user ON runs (user_token, claimed_at)",   # each user's last turn: one index seek
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
 ]

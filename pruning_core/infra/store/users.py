@@ -24,12 +24,13 @@ PAUSED_SETTING = "queue_paused"
 # Runs without a user (earlier versions, one user on a laptop) count as one user: among them the queue is FIFO.
 _FAIR_ORDER = """
     WITH waiting AS (
-        SELECT id, coalesce(user_token, '') AS user FROM runs
+        SELECT id, user_token, coalesce(user_token, '') AS user FROM runs
         WHERE status = 'queued' AND owner_pid IS NULL AND owner_token = ? {kinds}
     ), served AS (
-        SELECT coalesce(user_token, '') AS user, max(claimed_at) AS last FROM runs
-        WHERE claimed_at IS NOT NULL AND coalesce(user_token, '') IN (SELECT user FROM waiting)
-        GROUP BY coalesce(user_token, '')
+        SELECT user_token AS user, max(claimed_at) AS last FROM runs
+        WHERE user_token IN (SELECT user_token FROM waiting) GROUP BY user_token
+        UNION ALL
+        SELECT '', max(claimed_at) FROM runs WHERE user_token IS NULL AND EXISTS (SELECT 1 FROM waiting WHERE user = '')
     )
     SELECT waiting.id, waiting.user, coalesce(served.last, 0) AS last FROM waiting
     LEFT JOIN served ON served.user = waiting.user ORDER BY last, waiting.id
