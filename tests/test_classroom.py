@@ -226,3 +226,21 @@ def test_the_teacher_changes_a_limit_while_the_server_runs(classroom):
     teacher.button(key="FormSubmitter:classroom-limits-form-Save the limits").click().run()
     student = session("prune", ALICE, **{**LINK, "epochs": "3"})
     assert "at most 2 (limit max_epochs)" in refusal(student)
+
+
+def test_the_teacher_pauses_resumes_and_clears_the_queue_and_cancels_anyones_run(classroom):
+    alices, bobs = waiting_run(classroom, ALICE), waiting_run(classroom, BOB, CONFIG.replace(seed=1))
+    student = session("classroom", BOB)
+    assert not student.exception
+    assert not {"classroom-pause", "classroom-clear", "classroom-cancel"} & {b.key for b in student.button}
+    teacher = session("classroom", None, teacher=True)
+    teacher.button(key="classroom-pause").click().run()
+    assert Store(classroom).queue_paused()
+    assert any("The queue is paused" in t for t in texts(session("classroom", BOB), "warning"))
+    teacher.button(key="classroom-resume").click().run()
+    assert not Store(classroom).queue_paused()
+    teacher.multiselect(key="classroom-cancel-ids").set_value([alices]).run()
+    teacher.button(key="classroom-cancel").click().run()
+    assert status(classroom, alices) == "cancelled"
+    teacher.button(key="classroom-clear").click().run()
+    assert status(classroom, bobs) == "cancelled"
