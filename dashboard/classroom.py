@@ -24,7 +24,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from dashboard import state
+from dashboard import lessons, state
 from pruning_core.config import RunConfig
 from pruning_core.infra.jobs import Submission
 from pruning_core.infra.limits import STORE_SETTING, Limits, check_queue, check_runs, server_limits
@@ -130,14 +130,14 @@ def remember_user() -> None:
 
 
 def sidebar() -> None:
-    """In the sidebar of a classroom server: the display name, and the teacher's lock."""
-    remember_user()
+    """In the sidebar of a classroom server: the display name, the teacher's lock and lesson links."""
     if not classroom_mode():
         return
     user_name()   # the widget's first value: the cookie's
     st.text_input("Your name", key=_NAME, max_chars=NAME_LENGTH, placeholder="shown beside your runs",
                   help="Shown to everyone beside the runs you start. Only this browser can cancel or delete them.")
     if is_teacher():
+        lessons.link_builder()
         st.button("Leave teacher mode", key="classroom-lock", icon=":material/lock:", on_click=lock_teacher)
         return
     with st.expander("Teacher", icon=":material/school:"):

@@ -452,6 +452,7 @@ def sidebar() -> None:
         st.fragment(lambda: _queue_line(polling), run_every=QUEUE_POLL_S if polling else None,
                     key="sidebar-queue")()
         st.page_link(PAGES["runs"], label="Run history", icon=":material/history:")
+        classroom.remember_user()   # last: its (invisible) element leaves no gap between the lines above
 
 
 def _queue_line(polling: bool) -> None:

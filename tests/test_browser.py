@@ -329,3 +329,23 @@ def test_a_browser_stays_the_same_person_across_reloads_and_another_browser_is_s
     finally:
         first.close()
         second.close()
+
+
+def test_a_lesson_link_hides_and_locks_the_chosen_controls_in_a_fresh_browser(server, browser):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server}/?dataset=digits&model=mlp&method=magnitude&lock=method&lock=model&hide=seed",
+                  timeout=60_000)
+        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        wait_until_idle(page)
+        page.get_by_role("button", name="Train 10 epochs").wait_for(timeout=60_000)
+        method = page.locator("[data-testid='stSelectbox']", has_text="Method").first
+        dataset = page.locator("[data-testid='stSelectbox']", has_text="Dataset").first
+        assert method.locator("input").is_disabled() and "method=magnitude" in page.url
+        assert not dataset.locator("input").is_disabled()
+        assert page.locator("[data-testid='stNumberInput']", has_text="Seed").count() == 0
+        assert "lock=method" in page.url and "hide=seed" in page.url   # the page keeps the lesson in its link
+        page.screenshot(path=str(ARTIFACTS / "browser-lesson-link.png"), full_page=True)
+    finally:
+        context.close()

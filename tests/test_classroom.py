@@ -244,3 +244,24 @@ def test_the_teacher_pauses_resumes_and_clears_the_queue_and_cancels_anyones_run
     assert status(classroom, alices) == "cancelled"
     teacher.button(key="classroom-clear").click().run()
     assert status(classroom, bobs) == "cancelled"
+
+
+# ---- lesson links ---------------------------------------------------------------------------------------------
+def test_a_lesson_link_locks_and_hides_the_chosen_controls_and_keeps_them_in_the_url(db):
+    at = session("prune", None, **LINK, lock=["method", "model"], hide="seed,epochs")
+    assert not at.exception
+    assert at.selectbox(key="method").disabled and at.selectbox(key="model").disabled
+    assert not at.selectbox(key="dataset").disabled
+    assert {"seed", "epochs"}.isdisjoint(n.key for n in at.number_input)
+    assert at.query_params["lock"] == ["method", "model"] and at.query_params["hide"] in ("seed,epochs", ["seed,epochs"])
+    assert "Train 1 epoch" in [b.label for b in at.button]   # the hidden epochs are the link's
+
+
+def test_the_teacher_builds_a_lesson_link_from_the_page_as_it_stands(classroom):
+    student = session("prune", ALICE, **LINK)
+    assert "lesson-lock" not in [m.key for m in student.multiselect]
+    teacher = session("prune", None, teacher=True, **LINK)
+    teacher.multiselect(key="lesson-lock").set_value(["method", "model"]).run()
+    teacher.multiselect(key="lesson-hide").set_value(["seed"]).run()
+    (link,) = [c.value for c in teacher.code if "lock=" in c.value]
+    assert "method=magnitude" in link and "lock=method&lock=model" in link and "hide=seed" in link
