@@ -251,6 +251,8 @@ def main() -> None:
     env = {**os.environ, "PRUNING_DB": str(folder / "runs.db"), "PRUNING_DATA_DIR": str(folder / "data")}
     if args.teacher:
         env["PRUNING_TEACHER_PASSWORD"] = "bench"
+        # The default limits stay on, except that the watched run's epochs must be allowed (a teacher raises it).
+        env.setdefault("PRUNING_MAX_EPOCHS", str(max(30, args.watch_epochs)))
     port = free_port()
     server = start_server(port, env, folder / "server.log")
     own_start = resource.getrusage(resource.RUSAGE_SELF)

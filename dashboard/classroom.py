@@ -123,7 +123,8 @@ def remember_user() -> None:
     max_age = COOKIE_DAYS * 24 * 3600
     lines = [f"{TOKEN_COOKIE}={user_token()}; path=/; max-age={max_age}; SameSite=Strict"]
     if classroom_mode():
-        lines.append(f"{NAME_COOKIE}=\" + encodeURIComponent({json.dumps(user_name() or '')}) + \"; path=/; "
+        name = json.dumps(user_name() or "").replace("<", "\\u003c")   # never a `</script>` in the script
+        lines.append(f"{NAME_COOKIE}=\" + encodeURIComponent({name}) + \"; path=/; "
                      f"max-age={max_age}; SameSite=Strict")
     script = "".join(f'document.cookie = "{line}";' for line in lines)
     st.html(f"<script>{script}</script>", unsafe_allow_javascript=True, width="content")
@@ -254,5 +255,6 @@ def submit_job(spec: Mapping[str, Any], key: str, kind: str) -> Submission:
     """Queue a study for this user, within the limits: its model, epochs and method as a run's would be."""
     fields = {name: spec[name] for name in _RUN_FIELDS if name in spec}
     fields.setdefault("method", "magnitude")   # a study of several methods: its model and epochs are checked
+    fields.setdefault("epochs", 0)             # a study that trains nothing (layer collapse) asks for no epochs
     check([RunConfig(**fields)], kind, queued_keys=[key])
     return state.manager().submit_job(spec, key, kind, user=user())
