@@ -141,3 +141,12 @@ def test_a_students_single_run_finishes_before_another_students_long_sweep(manag
     started_before_bob = (sweep_runs["started_at"] < bob["started_at"]).sum()
     assert started_before_bob <= 2
     assert bob["finished_at"] < sweep_runs["finished_at"].max()
+
+
+def test_a_csv_export_of_runs_keeps_the_users_name_and_leaves_out_their_token(tmp_path):
+    from pruning_core.presentation.units import export_csv
+
+    with Store(tmp_path / "q.db") as store:
+        queued(store, ALICE, 0.5)
+        text = export_csv(store.list_runs())
+    assert "Alice" in text and ALICE.token not in text and "user_token" not in text
