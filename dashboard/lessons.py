@@ -1,6 +1,7 @@
 """Lesson links: a link that opens a page on a fixed setup with chosen controls locked (shown, not changeable) or
 hidden (not shown; their value is the link's), like TensorFlow Playground's `*_hide` parameters:
-`?method=magnitude&...&lock=method&lock=model&hide=seed`. The teacher builds one from the page as it stands
+`?method=magnitude&...&lock=method&lock=model&hide=seed`; `answer=hide` leaves the answer out (a stored training
+run of the setup is shown only once the student presses Train, which then reuses it). The teacher builds one from the page as it stands
 ("Lesson link" in the sidebar); every page keeps the two parameters in its URL (`state.sync_url`).
 """
 
@@ -12,8 +13,8 @@ import streamlit as st
 
 from dashboard import state
 
-LOCK, HIDE = state.LESSON_PARAMS
-NOT_CONTROLS = (LOCK, HIDE, "run", "sweep", "open")   # URL parameters that are not a control's value
+LOCK, HIDE, ANSWER = state.LESSON_PARAMS
+NOT_CONTROLS = (LOCK, HIDE, ANSWER, "run", "sweep", "open")   # URL parameters that are not a control's value
 
 
 def _names(param: str) -> set[str]:
@@ -30,15 +31,21 @@ def hidden(key: str) -> bool:
     return key in _names(HIDE)
 
 
-def lesson_link(params: dict[str, list[str]], lock: list[str], hide: list[str]) -> str:
-    """The link of this page's setup (`params`: its URL parameters) with these controls locked and hidden."""
+def answer_hidden() -> bool:
+    """Whether the link leaves the answer out: students press Train themselves."""
+    return st.query_params.get(ANSWER) == "hide"
+
+
+def lesson_link(params: dict[str, list[str]], lock: list[str], hide: list[str], no_answer: bool = False) -> str:
+    """The link of this page's setup (`params`: its URL parameters) with these controls locked and hidden, and
+    with `no_answer` the answer left out."""
     base = ""
     try:
         base = st.context.url or ""
     except Exception:   # noqa: BLE001 - no browser behind this session (a test): a relative link
         base = ""
     query = {k: v for k, v in params.items() if k not in NOT_CONTROLS}
-    query.update({LOCK: list(lock), HIDE: list(hide)})
+    query.update({LOCK: list(lock), HIDE: list(hide), ANSWER: ["hide"] if no_answer else []})
     return f"{base}?{urlencode({k: v for k, v in query.items() if v}, doseq=True)}"
 
 
@@ -52,5 +59,8 @@ def link_builder() -> None:
                               key="lesson-lock", help="Shown, but students cannot change them.")
         hide = st.multiselect("Hide these controls", controls, default=sorted(_names(HIDE) & set(controls)),
                               key="lesson-hide", help="Not shown at all; the page uses the link's value.")
-        st.code(lesson_link(params, lock, hide), language=None, wrap_lines=True)
+        no_answer = st.toggle("Leave the answer out", value=answer_hidden(), key="lesson-answer",
+                              help="Students see the setup and press Train themselves; a stored run of it is "
+                                   "then reused, not shown at once.")
+        st.code(lesson_link(params, lock, hide, no_answer), language=None, wrap_lines=True)
         st.caption("Copy it with the button at the code's corner. Opening it in a fresh browser reproduces this view.")

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import classroom, errors, navigation, panels, state, views, widgets
+from dashboard import classroom, errors, lessons, navigation, panels, state, views, widgets
 from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
@@ -29,6 +29,7 @@ FIELDS = ("dataset", "model", "method", "schedule", "iterations", "scope", "seed
           "update_every")
 COMPARE_MAX = 3
 STARTED = "started_runs"   # session key: the training runs this session started (not reused)
+TRAINED = "trained_keys"   # session key: the configurations this session pressed Train for (reused or not)
 
 
 def apply_preset(name: str) -> None:
@@ -180,6 +181,8 @@ def current_run(config: RunConfig) -> dict | None:
     store's best run of the same configuration and seed (reused, not recomputed)."""
     db = state.store()
     key = config.key()
+    if lessons.answer_hidden() and key not in st.session_state.get(TRAINED, set()):
+        return None   # a lesson link that leaves the answer out: nothing until this student presses Train
     for candidate in (st.session_state.get("run_id"), st.query_params.get("run")):
         try:
             record = db.get_run(widgets.parse_id(candidate))
@@ -195,6 +198,7 @@ def start_training(config: RunConfig) -> None:
     """Submit the run to the job manager (a button's on_click, or a preset's autotrain), with the masks the
     pruning section found for it, so that the run does not prune again."""
     st.session_state["run_id"] = panels.submit_run(config, STARTED, masks=views.masks_to_hand_over(config))
+    st.session_state.setdefault(TRAINED, set()).add(config.key())
 
 
 def training_section(config: RunConfig, compare: list[str]) -> int | None:

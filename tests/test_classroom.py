@@ -265,3 +265,18 @@ def test_the_teacher_builds_a_lesson_link_from_the_page_as_it_stands(classroom):
     teacher.multiselect(key="lesson-hide").set_value(["seed"]).run()
     (link,) = [c.value for c in teacher.code if "lock=" in c.value]
     assert "method=magnitude" in link and "lock=method&lock=model" in link and "hide=seed" in link
+
+
+def test_a_lesson_link_that_leaves_the_answer_out_shows_the_stored_run_only_after_train(db):
+    store = Store(db)
+    run_id = store.create_run(CONFIG.to_dict(), CONFIG.key(), "train", status="running")
+    store.finish_run(run_id, {"final_test_accuracy": 0.5})
+    answer = session("prune", None, **LINK)
+    assert "train" not in [b.key for b in answer.button]   # a plain link shows the stored run at once
+    lesson = session("prune", None, **LINK, answer="hide")
+    assert not lesson.exception
+    lesson.button(key="train").click().run()
+    assert not lesson.exception and "train" not in [b.key for b in lesson.button]
+    assert any("Reused from the store" in t for t in texts(lesson, "success"))
+    assert store.list_runs()["run_id"].tolist() == [run_id]   # reused, not trained again
+    assert lesson.query_params["answer"] in ("hide", ["hide"])
