@@ -31,6 +31,12 @@ def hidden(key: str) -> bool:
     return key in _names(HIDE)
 
 
+def active() -> bool:
+    """Whether the page was opened from a lesson link (then its presets, which would set locked controls, are
+    not offered)."""
+    return bool(_names(LOCK) or _names(HIDE) or answer_hidden())
+
+
 def answer_hidden() -> bool:
     """Whether the link leaves the answer out: students press Train themselves."""
     return st.query_params.get(ANSWER) == "hide"

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import classroom, errors, navigation, panels, state, views, widgets
+from dashboard import classroom, errors, lessons, navigation, panels, state, views, widgets
 from pruning_core.config import DENSE, help_text
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
@@ -251,9 +251,10 @@ with errors.error_boundary():
                       on_click=errors.callback(start_sweep), args=(grid,),
                       help="Queue every cell in the server's background job queue. You can leave the page: the "
                            "sweep keeps running and this page picks it up again (the link holds it).")
-    buttons[1].button(PRESETS[PRESET].label, on_click=errors.callback(apply_preset), icon=":material/bolt:",
-                      width="stretch",
-                      help=PRESETS[PRESET].description, key="preset-quick_sweep")
+    if not lessons.active():   # a lesson link's setup is the lesson's: no preset to replace it
+        buttons[1].button(PRESETS[PRESET].label, on_click=errors.callback(apply_preset), icon=":material/bolt:",
+                          width="stretch",
+                          help=PRESETS[PRESET].description, key="preset-quick_sweep")
     if st.session_state.pop("autosweep", False):
         start_sweep(grid)
     if "sweep_error" in st.session_state:

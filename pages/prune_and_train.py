@@ -260,7 +260,7 @@ def _estimate(config: RunConfig) -> str:
 navigation.page_header("Prune & train", "Remove most of a network's weights before it has seen any data, see which "
                                         "layers survive, then train what is left.")
 preset_columns = st.columns(len(PRESET_NAMES), gap="small")
-for column, name in zip(preset_columns, PRESET_NAMES):
+for column, name in zip(preset_columns, PRESET_NAMES if not lessons.active() else ()):   # a lesson: its setup
     column.button(PRESETS[name].label, key=f"preset-{name}", on_click=errors.callback(apply_preset), args=(name,),
                   help=PRESETS[name].description, icon=PRESET_ICONS.get(name), width="stretch")
 with errors.error_boundary():
