@@ -1,8 +1,9 @@
 """Lesson links: a link that opens a page on a fixed setup with chosen controls locked (shown, not changeable) or
 hidden (not shown; their value is the link's), like TensorFlow Playground's `*_hide` parameters:
 `?method=magnitude&...&lock=method&lock=model&hide=seed`; `answer=hide` leaves the answer out (a stored training
-run of the setup is shown only once the student presses Train, which then reuses it). The teacher builds one from the page as it stands
-("Lesson link" in the sidebar); every page keeps the two parameters in its URL (`state.sync_url`).
+run of the setup is shown only once the student presses Train, which then reuses it). The teacher builds one from
+the page as it stands ("Lesson link" in the sidebar); every page keeps these parameters in its URL
+(`state.sync_url`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def lesson_link(params: dict[str, list[str]], lock: list[str], hide: list[str], 
 
 def link_builder() -> None:
     """The teacher's "Lesson link" popover: choose the controls to lock and to hide; the link to copy."""
-    params = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
+    params = {k: st.query_params.get_all(k) for k in st.query_params}
     controls = [k for k in params if k not in NOT_CONTROLS]
     with st.popover("Lesson link", icon=":material/link:", width="stretch",
                     help="A link that opens this page on this setup with some controls locked or hidden."):
