@@ -7,7 +7,7 @@ page ever shows a traceback. What the pages share lives in the `dashboard` packa
 
 import streamlit as st
 
-from dashboard import panels, state
+from dashboard import classroom, panels, state
 from dashboard.errors import error_boundary
 from dashboard.navigation import PAGES
 
@@ -15,7 +15,7 @@ state.limit_cpu_threads()
 st.set_page_config(page_title="Pruning at initialization", page_icon="✂️", layout="wide",
                    initial_sidebar_state="expanded")
 
-page = st.navigation([
+pages = [
     st.Page(PAGES["prune"], title="Prune & train", icon=":material/content_cut:", default=True),
     st.Page(PAGES["compare"], title="Compare methods", icon=":material/stacked_line_chart:"),
     st.Page(PAGES["collapse"], title="Layer collapse", icon=":material/layers_clear:"),
@@ -23,7 +23,10 @@ page = st.navigation([
     st.Page(PAGES["gradient_flow"], title="Gradient flow", icon=":material/waves:"),
     st.Page(PAGES["sanity"], title="Sanity checks", icon=":material/fact_check:"),
     st.Page(PAGES["runs"], title="Runs", icon=":material/history:"),
-])
+]
+if classroom.classroom_mode():   # a teacher password is set: the queue with owners, and the teacher's controls
+    pages.append(st.Page(PAGES["classroom"], title="Classroom", icon=":material/school:"))
+page = st.navigation(pages)
 with error_boundary():
     panels.sidebar()
 with error_boundary():

@@ -243,10 +243,16 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds a student waits at most")
     parser.add_argument("--repeats", type=int, default=3, help="watched / unwatched long runs, alternating")
     parser.add_argument("--browser", action="store_true", help="real Chromium tabs (small N): the classroom only")
+    parser.add_argument("--teacher", action="store_true",
+                        help="serve a classroom (a teacher password set): every tab a student of its own, limits on")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-classroom-"))
     env = {**os.environ, "PRUNING_DB": str(folder / "runs.db"), "PRUNING_DATA_DIR": str(folder / "data")}
+    if args.teacher:
+        env["PRUNING_TEACHER_PASSWORD"] = "bench"
+        # The default limits stay on, except that the watched run's epochs must be allowed (a teacher raises it).
+        env.setdefault("PRUNING_MAX_EPOCHS", str(max(30, args.watch_epochs)))
     port = free_port()
     server = start_server(port, env, folder / "server.log")
     own_start = resource.getrusage(resource.RUSAGE_SELF)

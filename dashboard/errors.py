@@ -17,6 +17,7 @@ import torch
 from dashboard.text import escape_markdown
 from pruning_core.engine.data import DatasetUnavailableError
 from pruning_core.infra import runner
+from pruning_core.infra.limits import LimitExceeded
 from pruning_core.infra.store import UnknownRunError
 from pruning_core.registry import UnknownNameError
 
@@ -35,6 +36,8 @@ def friendly_error(error: BaseException) -> str:
                 "and run again.")
     if isinstance(error, UnknownRunError):
         return f"**That run no longer exists** ({text}). It may have been deleted from the Runs page."
+    if isinstance(error, LimitExceeded):
+        return f"**Above this server's limit.** {text}"
     if isinstance(error, (UnknownNameError, ValueError)):
         return f"**This input does not work:** {text}"
     return (f"**Something went wrong:** {escape_markdown(runner.describe_error(error))}. The page is still "

@@ -19,6 +19,7 @@ PAGES = {
     "lottery": "pages/lottery_tickets.py",
     "gradient_flow": "pages/gradient_flow.py",
     "sanity": "pages/sanity_checks.py",
+    "classroom": "pages/classroom.py",   # registered on a classroom server only (a teacher password is set)
 }
 APP = Path(__file__).resolve().parent.parent / "app.py"
 

@@ -23,8 +23,8 @@ import torch
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState, get_script_run_ctx
 
-from dashboard import state
-from dashboard.errors import error_boundary
+from dashboard import classroom, state
+from dashboard.errors import callback, error_boundary
 from dashboard.navigation import PAGES
 from pruning_core.config import RunConfig
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError, load_dataset
@@ -96,14 +96,14 @@ def job_status(record: Mapping[str, Any], key: str, metrics: pd.DataFrame | None
     it is queued or running."""
     run_id = record["id"]
     name = name or f"Run #{run_id}"
-    if record["status"] not in ACTIVE_STATUSES:
-        show_run_state(record, name, metrics)
+    if record["status"] not in ACTIVE_STATUSES or not classroom.may_change((record.get("user") or {}).get("token")):
+        show_run_state(record, name, metrics)   # finished, or someone else's on a classroom server: read-only
         return
     text, cancel = st.columns([5, 1], vertical_alignment="center" if record["status"] == "queued" else "bottom")
     with text:
         show_run_state(record, name, metrics)
     queued = record["status"] == "queued"
-    cancel.button("Cancel", key=f"{key}-cancel-{run_id}", on_click=state.manager().cancel, args=(run_id,),
+    cancel.button("Cancel", key=f"{key}-cancel-{run_id}", on_click=callback(classroom.cancel), args=(run_id,),
                   icon=":material/close:" if queued else ":material/stop_circle:",
                   help="Remove this run from the queue." if queued else "Stop this run at its next progress point.",
                   width="stretch")
@@ -117,7 +117,8 @@ def runs_status(records: Mapping[str, Mapping[str, Any]], key: str,
     shown = {label: r for label, r in records.items() if r["status"] != "done"}
     if not shown:
         return
-    active = [int(r["id"]) for r in shown.values() if r["status"] in ACTIVE_STATUSES]
+    active = [int(r["id"]) for r in shown.values() if r["status"] in ACTIVE_STATUSES
+              and classroom.may_change((r.get("user") or {}).get("token"))]   # on a classroom server: your own
     lines, button = st.columns([5, 1], vertical_alignment="center")
     with lines:
         for label, record in shown.items():
@@ -128,7 +129,7 @@ def runs_status(records: Mapping[str, Mapping[str, Any]], key: str,
             show_run_state(record, f"{label} (run #{run_id})", rows, brief=True)
     if active:
         button.button("Cancel", key=f"{key}-cancel-all", icon=":material/stop_circle:", width="stretch",
-                      on_click=lambda: [state.manager().cancel(r) for r in active],
+                      on_click=callback(classroom.cancel_runs), args=(active,),
                       help="Cancel every one of these runs that is still queued or running (finished ones are kept).")
 
 
@@ -379,15 +380,17 @@ def stored_runs(configs: Mapping[str, RunConfig]) -> StoredRuns:
 def submit_run(config: RunConfig, started_key: str, masks: Mapping[str, torch.Tensor] | None = None) -> int:
     """Queue one training run (the job manager reuses a finished or active run of the same configuration) and
     remember its id under `started_key` unless a finished run was reused, so a page can tell reuse from a new
-    run. `masks`: the configuration's masks, already found, which the run then trains instead of pruning."""
-    submission = state.manager().submit_or_reuse(config, kind="train", masks=masks)
+    run. `masks`: the configuration's masks, already found, which the run then trains instead of pruning. Within
+    the server's limits (`classroom.submit`), for this viewer."""
+    submission = classroom.submit(config, kind="train", masks=masks)
     if not submission.reused:
         st.session_state.setdefault(started_key, set()).add(submission.run_id)
     return submission.run_id
 
 
 def submit_runs(configs: Mapping[str, RunConfig], started_key: str) -> None:
-    """on_click: `submit_run` every configuration."""
+    """on_click: `submit_run` every configuration (all of them within the server's limits, or none)."""
+    classroom.check(list(configs.values()))
     for config in configs.values():
         submit_run(config, started_key)
 
@@ -427,7 +430,7 @@ def study_record(spec: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def submit_study(spec: Mapping[str, Any]) -> int:
     """Queue a study (a finished or active one of the same parameters is shared) and return its run id."""
-    return state.manager().submit_job(spec, tasks.study_key(spec), tasks.STUDY_KIND).run_id
+    return classroom.submit_job(spec, tasks.study_key(spec), tasks.STUDY_KIND).run_id
 
 
 def live_study(run_id: int, key: str, name: str) -> None:
@@ -441,6 +444,7 @@ def sidebar() -> None:
     every page."""
     state.freeze_long_lived_objects()   # the sidebar is drawn at the start of every script run
     with st.sidebar:
+        classroom.sidebar()
         st.markdown(f"**:material/memory: Device:** {state.device_label()}")
         if not state.on_gpu():
             st.caption("No GPU: defaults are the built-in digits and the small CNN, which train in seconds.")
@@ -448,6 +452,7 @@ def sidebar() -> None:
         st.fragment(lambda: _queue_line(polling), run_every=QUEUE_POLL_S if polling else None,
                     key="sidebar-queue")()
         st.page_link(PAGES["runs"], label="Run history", icon=":material/history:")
+        classroom.remember_user()   # last: its (invisible) element leaves no gap between the lines above
 
 
 def _queue_line(polling: bool) -> None:
@@ -458,7 +463,7 @@ def _queue_line(polling: bool) -> None:
     if queued:
         st.markdown(f"**:material/queue: Job queue:** {queued} job{'s' if queued != 1 else ''} queued or running")
         where = "on the Ray cluster" if manager.cluster is not None else "in the server's worker processes"
-        st.caption(f"Everyone's jobs run in the order they were asked for, {where}.")
+        st.caption(f"Everyone's jobs take turns (one person's, then the next person's), {where}.")
     else:
         st.markdown("**:material/check_circle: Job queue:** idle")
         if polling and not repoll(None):   # the queue has emptied: this line polls no more

@@ -202,10 +202,15 @@ def show_ignored_link_notes() -> None:
         st.warning(f"Link parameter {note}", icon=":material/link_off:")
 
 
+LESSON_PARAMS = ("lock", "hide", "answer")   # a lesson link's locked and hidden controls, and whether it leaves
+# the answer out (`dashboard.lessons`): kept in the URL
+
+
 def sync_url(params: Mapping[str, Any]) -> None:
     """Make the URL hold exactly these parameters (None leaves one out; lists become repeated parameters),
-    so that a copied link reproduces the page's setup and carries nothing from other pages."""
-    for key in [k for k in st.query_params.keys() if k not in params]:
+    so that a copied link reproduces the page's setup and carries nothing from other pages (a lesson link's
+    `lock`, `hide` and `answer` stay)."""
+    for key in [k for k in st.query_params.keys() if k not in params and k not in LESSON_PARAMS]:
         del st.query_params[key]
     for key, value in params.items():
         if value is None or value == []:

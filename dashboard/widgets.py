@@ -9,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import lessons, state
 from pruning_core.config import DENSE, RunConfig, config_field, field_choices, field_label, field_type, help_text
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.models import MODELS
@@ -131,6 +131,11 @@ def field_input(name: str, key: str | None = None, default: Any = None, options:
     meta = field.metadata
     state.restore_widget_value(key, field.default if default is None and not optional else default,
                                lambda raw: parse_field(name, raw), url_key=url_key or name)
+    if lessons.hidden(url_key or name):   # a lesson link hides it: the link's value, no widget
+        state.save_widget_values(key)
+        return st.session_state[key]
+    if lessons.locked(url_key or name):   # a lesson link locks it: shown, not changeable
+        kwargs["disabled"] = True
     choices = list(options) if options is not None else field_choices(name)
     text = own_help if own_help is not None else help_text(name) + (f" {help}" if help else "")
     if choices is not None and choices_help(name, choices):

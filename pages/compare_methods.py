@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import errors, navigation, panels, state, views, widgets
+from dashboard import classroom, errors, lessons, navigation, panels, state, views, widgets
 from pruning_core.config import DENSE, help_text
 from pruning_core.engine.data import DATASETS
 from pruning_core.engine.methods import METHODS
@@ -178,9 +178,10 @@ def sweep_progress(sweep_id: int, table: pd.DataFrame, n_cells: int) -> None:
             current = f" · waiting: {ahead} job(s) of other viewers ahead in the queue" if ahead else ""
         text.progress(done / max(n_cells, 1), text=f"Sweep #{sweep_id}: {done} of {n_cells} cells done{current}"
                       + (f" · about {units.duration_text(eta)} left" if eta else ""))
-        cancel.button("Cancel sweep", key=f"cancel-sweep-{sweep_id}", icon=":material/stop_circle:",
-                      on_click=errors.callback(state.manager().cancel_sweep), args=(sweep_id,), width="stretch",
-                      help="Stop the running cell and drop the queued ones; finished cells stay in the store.")
+        if classroom.may_change(state.store().sweep_user(sweep_id)):   # a classroom: the owner's or the teacher's
+            cancel.button("Cancel sweep", key=f"cancel-sweep-{sweep_id}", icon=":material/stop_circle:",
+                          on_click=errors.callback(classroom.cancel_sweep), args=(sweep_id,), width="stretch",
+                          help="Stop the running cell and drop the queued ones; finished cells stay in the store.")
     else:
         note = f" ({failed} failed or cancelled: see the Runs page)" if failed else ""
         st.success(f"Sweep #{sweep_id}: {done} of {n_cells} cells done{note}.", icon=":material/done_all:")
@@ -226,7 +227,7 @@ def start_sweep(grid: dict) -> None:
     try:
         cells = sweep_cells(model=grid["model"], dataset=grid["dataset"], methods=grid["methods"],
                             sparsities=grid["sparsities"], seeds=grid["seeds"], epochs=grid["epochs"])
-        st.session_state["sweep_id"] = state.manager().submit_sweep(cells, {**grid, "started": time.time()})
+        st.session_state["sweep_id"] = classroom.submit_sweep(cells, {**grid, "started": time.time()})
     except Exception as error:  # noqa: BLE001 - shown as a message on the page
         st.session_state["sweep_error"] = errors.friendly_error(error)
 
@@ -250,9 +251,10 @@ with errors.error_boundary():
                       on_click=errors.callback(start_sweep), args=(grid,),
                       help="Queue every cell in the server's background job queue. You can leave the page: the "
                            "sweep keeps running and this page picks it up again (the link holds it).")
-    buttons[1].button(PRESETS[PRESET].label, on_click=errors.callback(apply_preset), icon=":material/bolt:",
-                      width="stretch",
-                      help=PRESETS[PRESET].description, key="preset-quick_sweep")
+    if not lessons.active():   # a lesson link's setup is the lesson's: no preset to replace it
+        buttons[1].button(PRESETS[PRESET].label, on_click=errors.callback(apply_preset), icon=":material/bolt:",
+                          width="stretch",
+                          help=PRESETS[PRESET].description, key="preset-quick_sweep")
     if st.session_state.pop("autosweep", False):
         start_sweep(grid)
     if "sweep_error" in st.session_state:

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import errors, navigation, panels, state, views, widgets
+from dashboard import classroom, errors, lessons, navigation, panels, state, views, widgets
 from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.engine.data import DATASETS, DatasetUnavailableError
@@ -29,6 +29,7 @@ FIELDS = ("dataset", "model", "method", "schedule", "iterations", "scope", "seed
           "update_every")
 COMPARE_MAX = 3
 STARTED = "started_runs"   # session key: the training runs this session started (not reused)
+TRAINED = "trained_keys"   # session key: the configurations this session pressed Train for (reused or not)
 
 
 def apply_preset(name: str) -> None:
@@ -136,7 +137,7 @@ def background_prune(config: RunConfig) -> None:
     if active.empty or active.iloc[0]["status"] in ("failed", "cancelled"):
         if st.button("Prune in the background", icon=":material/play_arrow:", key="prune-background",
                      help="Queue a prune-only job; the densities appear here when it finishes."):
-            panels.live_panel(state.manager().submit(config, kind="prune"), key="prune-job")
+            panels.live_panel(classroom.submit(config, kind="prune").run_id, key="prune-job")
         elif not active.empty:
             panels.live_panel(int(active.iloc[0]["run_id"]), key="prune-job")
     else:
@@ -180,6 +181,8 @@ def current_run(config: RunConfig) -> dict | None:
     store's best run of the same configuration and seed (reused, not recomputed)."""
     db = state.store()
     key = config.key()
+    if lessons.answer_hidden() and key not in st.session_state.get(TRAINED, set()):
+        return None   # a lesson link that leaves the answer out: nothing until this student presses Train
     for candidate in (st.session_state.get("run_id"), st.query_params.get("run")):
         try:
             record = db.get_run(widgets.parse_id(candidate))
@@ -195,6 +198,7 @@ def start_training(config: RunConfig) -> None:
     """Submit the run to the job manager (a button's on_click, or a preset's autotrain), with the masks the
     pruning section found for it, so that the run does not prune again."""
     st.session_state["run_id"] = panels.submit_run(config, STARTED, masks=views.masks_to_hand_over(config))
+    st.session_state.setdefault(TRAINED, set()).add(config.key())
 
 
 def training_section(config: RunConfig, compare: list[str]) -> int | None:
@@ -256,13 +260,14 @@ def _estimate(config: RunConfig) -> str:
 navigation.page_header("Prune & train", "Remove most of a network's weights before it has seen any data, see which "
                                         "layers survive, then train what is left.")
 preset_columns = st.columns(len(PRESET_NAMES), gap="small")
-for column, name in zip(preset_columns, PRESET_NAMES):
+for column, name in zip(preset_columns, PRESET_NAMES if not lessons.active() else ()):   # a lesson: its setup
     column.button(PRESETS[name].label, key=f"preset-{name}", on_click=errors.callback(apply_preset), args=(name,),
                   help=PRESETS[name].description, icon=PRESET_ICONS.get(name), width="stretch")
 with errors.error_boundary():
     config, compare = config_form(initial_values())
     config = config.validate()
     state.show_ignored_link_notes()
+    classroom.check_run(config)   # above a server limit (from a widget or a link): say which, compute nothing
     url = {f: getattr(config, f) for f in FIELDS}
     url.update(sparsity=config.sparsity, compare=compare, run=None)
     pruning_section(config, compare)

@@ -10,7 +10,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from dashboard import errors, navigation, panels, state, views, widgets
+from dashboard import classroom, errors, navigation, panels, state, views, widgets
 from dashboard.text import escape_markdown
 from pruning_core.config import DENSE, RunConfig
 from pruning_core.infra.store import STATUSES, UnknownRunError
@@ -85,6 +85,8 @@ def history_table(runs: pd.DataFrame, variant: dict[int, str]) -> None:
         "duration": runs["duration_s"].map(units.duration_text),
         "sweep": runs["sweep_id"],
     })
+    if classroom.classroom_mode():   # whose run: the name its owner gave ("" for none, or work of no one in particular)
+        shown.insert(2, "by", runs["user_name"].fillna("").to_numpy())
     st.dataframe(shown, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(shown)), key="runs-table",
                  column_config={
                      "run": st.column_config.NumberColumn("Run", format="#%d", width="small"),
@@ -119,11 +121,18 @@ def actions(selected: list[int], runs: pd.DataFrame) -> None:
                             key="export-masks", disabled=not with_masks,
                             help="A zip with one .npz per run: a boolean array per layer (True = weight kept). "
                                  "Load with numpy.load.")
-    with cols[3].popover("Delete", icon=":material/delete:", width="stretch",
-                         help="Delete the selected runs with their metrics and masks."):
-        st.markdown(f"Delete {len(selected)} run{'s' if len(selected) != 1 else ''}? This cannot be undone.")
+    # On a classroom server only your own runs (the teacher: any run) can be deleted; others' stay.
+    owners = dict(zip(chosen["run_id"].astype(int), chosen["user_token"]))
+    mine = [r for r in selected if classroom.may_change(owners.get(r))]
+    with cols[3].popover("Delete", icon=":material/delete:", width="stretch", disabled=not mine,
+                         help="Delete the selected runs with their metrics and masks." if mine else
+                         "These runs were started by someone else: only they or the teacher can delete them."):
+        others = len(selected) - len(mine)
+        st.markdown(f"Delete {len(mine)} run{'s' if len(mine) != 1 else ''}? This cannot be undone."
+                    + (f" The other {others} selected {'is' if others == 1 else 'are'} someone else's and "
+                       f"{'stays' if others == 1 else 'stay'}." if others else ""))
         st.button("Delete for good", type="primary", key="delete-confirm", icon=":material/delete_forever:",
-                  on_click=errors.callback(delete_runs), args=(list(selected),),
+                  on_click=errors.callback(delete_runs), args=(mine,),
                   help="Remove the runs, their metrics and their mask files from the store.")
 
 
@@ -132,9 +141,7 @@ def delete_runs(run_ids: list[int]) -> None:
     else deleted meanwhile is already gone: the others are deleted all the same."""
     for run_id in run_ids:
         try:
-            if state.store().get_run(run_id)["status"] in ("queued", "running"):
-                state.manager().cancel(run_id)
-            state.store().delete_run(run_id)
+            classroom.delete_run(run_id)   # cancelled first if it still runs; someone else's is refused
         except UnknownRunError:
             continue
     st.session_state["runs-selected"] = []

@@ -297,3 +297,55 @@ def test_hostile_links_leave_every_page_usable(server, app_page):
         assert injected.count() == 0, (title, injected.first.evaluate("e => e.closest('[data-testid]').innerText"))
     page.screenshot(path=str(ARTIFACTS / "browser-hostile-link.png"), full_page=True)
     assert not page_errors, page_errors
+
+
+def test_a_browser_stays_the_same_person_across_reloads_and_another_browser_is_someone_else(server, browser):
+    """The owner token lives in a cookie that a line of JavaScript sets and `st.context.cookies` reads back when
+    the browser opens a new session: a reload keeps the token (were it not read back, the server would make a
+    new one and the script would overwrite the cookie with it); a second browser gets a token of its own."""
+    from dashboard.classroom import TOKEN_COOKIE
+
+    def token(context) -> str | None:
+        return next((c["value"] for c in context.cookies() if c["name"] == TOKEN_COOKIE), None)
+
+    def open_in(context) -> None:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(server, timeout=60_000)
+        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        wait_until_idle(page)
+        page.wait_for_function(f"document.cookie.includes('{TOKEN_COOKIE}=')", timeout=30_000)
+
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        open_in(first)
+        before = token(first)
+        assert before is not None and len(before) == 32 and int(before, 16) >= 0
+        first.pages[0].reload()
+        wait_until_idle(first.pages[0])
+        time.sleep(1.0)   # the script run's JavaScript has run
+        assert token(first) == before
+        open_in(second)
+        assert token(second) not in (None, before)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_lesson_link_hides_and_locks_the_chosen_controls_in_a_fresh_browser(server, browser):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server}/?dataset=digits&model=mlp&method=magnitude&lock=method&lock=model&hide=seed",
+                  timeout=60_000)
+        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        wait_until_idle(page)
+        page.get_by_role("button", name="Train 10 epochs").wait_for(timeout=60_000)
+        method = page.locator("[data-testid='stSelectbox']", has_text="Method").first
+        dataset = page.locator("[data-testid='stSelectbox']", has_text="Dataset").first
+        assert method.locator("input").is_disabled() and "method=magnitude" in page.url
+        assert not dataset.locator("input").is_disabled()
+        assert page.locator("[data-testid='stNumberInput']", has_text="Seed").count() == 0
+        assert "lock=method" in page.url and "hide=seed" in page.url   # the page keeps the lesson in its link
+        page.screenshot(path=str(ARTIFACTS / "browser-lesson-link.png"), full_page=True)
+    finally:
+        context.close()

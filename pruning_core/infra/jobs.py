@@ -33,7 +33,8 @@ from pruning_core.engine.layers import layer_table
 from pruning_core.engine.methods import METHODS
 from pruning_core.engine.models import MODELS
 from pruning_core.infra.runner import masks_reusable
-from pruning_core.infra.store import ACTIVE_STATUSES, QUEUE_TOKEN, InvalidTransitionError, Store, UnknownRunError
+from pruning_core.infra.store import (ACTIVE_STATUSES, QUEUE_TOKEN, InvalidTransitionError, Store, UnknownRunError,
+                                      User)
 from pruning_core.infra.workers import WorkerPool, worker_count, worker_devices
 from pruning_core.studies.tasks import STUDY_KIND
 
@@ -126,38 +127,43 @@ class JobManager:
         self._supervisor.start()
 
     # ---- submitting ----------------------------------------------------------------------------
-    def submit(self, config: RunConfig, kind: str = "train", sweep_id: int | None = None) -> int:
+    def submit(self, config: RunConfig, kind: str = "train", sweep_id: int | None = None,
+               user: User | None = None) -> int:
         """Queue one run and return its id. A finished run of the same configuration is returned instead
         of queued again, and so is one already queued or running (two viewers asking for the same thing
-        share one job)."""
-        return self.submit_or_reuse(config, kind, sweep_id).run_id
+        share one job). `user`: whose run a new one is (a classroom server's student; None: nobody's)."""
+        return self.submit_or_reuse(config, kind, sweep_id, user=user).run_id
 
     def submit_or_reuse(self, config: RunConfig, kind: str = "train", sweep_id: int | None = None,
-                        masks: Mapping[str, torch.Tensor] | None = None) -> Submission:
+                        masks: Mapping[str, torch.Tensor] | None = None, user: User | None = None) -> Submission:
         """`submit`, saying whether the run was reused. `masks`: the configuration's masks, already found (the
         page pruned it to show them): saved with a new run, whose worker trains them instead of pruning again
         (`runner.execute`). The configuration is validated, and looked up in the store, here and only here."""
         config = config.canonical().validate()
         handed = masks if masks is not None and masks_reusable(config) else None
-        return self._enqueue(config.to_dict(), config.key(), kind, sweep_id, handed)
+        return self._enqueue(config.to_dict(), config.key(), kind, sweep_id, handed, user)
 
-    def submit_job(self, config: Mapping[str, Any], key: str, kind: str) -> Submission:
+    def submit_job(self, config: Mapping[str, Any], key: str, kind: str, user: User | None = None) -> Submission:
         """Queue work that is not a `RunConfig` (a study: `pruning_core.studies.tasks`), described by a JSON-able
         `config` and named by `key`; reused or shared like a run."""
-        return self._enqueue(dict(config), key, kind, None, None)
+        return self._enqueue(dict(config), key, kind, None, None, user)
 
-    def submit_sweep(self, cells: Sequence[RunConfig], description: dict[str, Any]) -> int:
-        """Queue every cell of a sweep (reusing finished or active cells) and return the sweep id."""
+    def submit_sweep(self, cells: Sequence[RunConfig], description: dict[str, Any], user: User | None = None) -> int:
+        """Queue every cell of a sweep (reusing finished or active cells) and return the sweep id. Each cell is
+        a run of its own in the queue, so the queue's turns between users come round after every cell."""
         cells = [c.canonical().validate() for c in cells]
-        sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]}, status="running",
-                                           queue=True)
+        with self.store.transaction():
+            sweep_id = self.store.create_sweep({**description, "cells": [c.key() for c in cells]},
+                                               status="running", queue=True)
+            if user is not None:
+                self.store.set_sweep_user(sweep_id, user.token, user.name)
         for cell in cells:
-            self._enqueue(cell.to_dict(), cell.key(), "train", sweep_id, None)
+            self._enqueue(cell.to_dict(), cell.key(), "train", sweep_id, None, user)
         self.store.settle_sweeps()   # every cell may have been reused: then the sweep is already done
         return sweep_id
 
     def _enqueue(self, config: dict[str, Any], key: str, kind: str, sweep_id: int | None,
-                 masks: Mapping[str, torch.Tensor] | None) -> Submission:
+                 masks: Mapping[str, torch.Tensor] | None, user: User | None = None) -> Submission:
         """Queue a validated configuration unless the store has it done or on its way (queued or running)."""
         with self._lock:   # two viewers submitting the same thing at once get one job
             done = self.store.find_done(key, kind=kind)
@@ -166,11 +172,12 @@ class JobManager:
             active = self.store.active_run(key, kind=kind)
             if active is not None:
                 return Submission(active, reused=False)
-            if masks is None:
-                run_id = self.store.create_run(config, key=key, kind=kind, sweep_id=sweep_id, queue=True)
-            else:
-                # Held by this process until its masks are saved, so no worker starts it before; then queued.
-                run_id = self.store.create_run(config, key=key, kind=kind, sweep_id=sweep_id)
+            with self.store.transaction():   # the run with its user: no worker claims it before its turn is known
+                # With masks, held by this process until they are saved, so no worker starts it before; then queued.
+                run_id = self.store.create_run(config, key=key, kind=kind, sweep_id=sweep_id, queue=masks is None)
+                if user is not None:
+                    self.store.set_run_user(run_id, user.token, user.name)
+            if masks is not None:
                 try:
                     self.store.save_masks(run_id, masks)
                 except (ValueError, OSError):
@@ -207,6 +214,21 @@ class JobManager:
             self.store.set_sweep_status(sweep_id, "cancelled")
         except (InvalidTransitionError, ValueError):
             pass
+
+    def pause(self, paused: bool = True) -> None:
+        """Pause the queue (no worker starts another run; those running go on) or resume it (a classroom's
+        teacher). Kept in the store, where the workers look."""
+        self.store.pause_queue(paused)
+        if not paused:
+            self.pool.wake()
+            if self._dispatch is not None:
+                self._dispatch.wake()
+
+    def clear_queue(self) -> list[int]:
+        """Cancel every run waiting in the queue (those running go on); return their ids."""
+        cleared = self.store.clear_queue()
+        self.store.settle_sweeps()
+        return cleared
 
     def tracked(self) -> set[int]:
         """Ids of the queue's runs still to finish: waiting for a worker, or held by one of this manager's."""

@@ -182,8 +182,9 @@ def iso_time(seconds: float | None) -> str:
 def export_csv(table, drop: Sequence[str] = ()) -> str:
     """A table (pandas DataFrame) as CSV text in the export convention (`EXPORT_NOTE`): epoch-second time
     columns become ISO 8601 times, the compression ratio loses its float noise (1/(1-0.99) is
-    100.00000000000009), fractions are left exactly as computed. `drop`: columns left out."""
-    out = table.drop(columns=[c for c in drop if c in table.columns])
+    100.00000000000009), fractions are left exactly as computed. `drop`: columns left out, besides a classroom
+    user's token (their key to their own runs), which is never exported."""
+    out = table.drop(columns=[c for c in (*drop, "user_token") if c in table.columns])
     for column in TIME_COLUMNS:
         if column in out.columns:
             out[column] = [iso_time(v) for v in out[column]]

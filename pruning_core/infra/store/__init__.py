@@ -13,6 +13,7 @@ kept beside the database as bit-packed, compressed files: ``<db_dir>/masks/<db_n
 - `encoding`: JSON columns, per-layer tables as JSON rows, strict JSON for export.
 - `records`: rows as the dicts and DataFrames the store returns.
 - `mask_files`: atomic, bit-packed mask files.
+- `users`: whose work a run or sweep is, the queue's turns between users, the server's settings (paused, limits).
 - `store`: the `Store` class, every query and status change.
 """
 
@@ -22,10 +23,11 @@ from pruning_core.infra.store.recovery import (INTERRUPTED_ERROR, PROCESS_TOKEN,
 from pruning_core.infra.store.schema import (ACTIVE_STATUSES, BUSY_TIMEOUT_MS, DEFAULT_PATH, ENV_VAR, FINAL_STATUSES,
                                              METRIC_COLUMNS, MIGRATIONS, SCHEMA_VERSION, STATUSES, NewerDatabaseError)
 from pruning_core.infra.store.store import InvalidTransitionError, Store, UnknownRunError
+from pruning_core.infra.store.users import User
 
 __all__ = [
     "ACTIVE_STATUSES", "BUSY_TIMEOUT_MS", "DEFAULT_PATH", "ENV_VAR", "FINAL_STATUSES", "INTERRUPTED_ERROR",
     "METRIC_COLUMNS", "MIGRATIONS", "PROCESS_TOKEN", "QUEUE_TOKEN", "SCHEMA_VERSION", "STATUSES", "SUMMARY_COLUMNS",
-    "TIMING_COLUMNS", "InvalidTransitionError", "NewerDatabaseError", "Store", "UnknownRunError",
+    "TIMING_COLUMNS", "InvalidTransitionError", "NewerDatabaseError", "Store", "UnknownRunError", "User",
     "library_versions", "refuse_in_this_process",
 ]

@@ -17,7 +17,7 @@ TIMING_COLUMNS = ("prune_s", "train_s")
 
 RUN_LIST_COLUMNS = ("run_id", "kind", "status", "key", "dataset", "model", "method", "sparsity", "seed", "sweep_id",
                     "device", "error", "created_at", "started_at", "finished_at", "duration_s", "progress_done",
-                    "progress_total", "progress_message", *SUMMARY_COLUMNS, *TIMING_COLUMNS)
+                    "progress_total", "progress_message", "user_token", "user_name", *SUMMARY_COLUMNS, *TIMING_COLUMNS)
 _RUN_LIST_FLOATS = ("sparsity", "created_at", "started_at", "finished_at", "duration_s", "progress_done",
                     "progress_total", *SUMMARY_COLUMNS, *TIMING_COLUMNS)
 
@@ -35,6 +35,7 @@ def run_dict(row: sqlite3.Row, n_metrics: int) -> dict[str, Any]:
         "progress": {"done": row["progress_done"], "total": row["progress_total"],
                      "message": row["progress_message"]},
         "owner": {"pid": row["owner_pid"], "token": row["owner_token"], "start": row["owner_start"]},
+        "user": {"token": row["user_token"], "name": row["user_name"]},
         "n_metrics": n_metrics, "has_layers": row["layers_meta"] is not None,
         "has_masks": row["masks_file"] is not None,
     }
@@ -56,6 +57,7 @@ def runs_frame(rows: Sequence[sqlite3.Row]) -> pd.DataFrame:
             "duration_s": finished - started if started is not None and finished is not None else None,
             "progress_done": row["progress_done"], "progress_total": row["progress_total"],
             "progress_message": row["progress_message"],
+            "user_token": row["user_token"], "user_name": row["user_name"],
             **{c: scalar(summary.get(c)) for c in SUMMARY_COLUMNS},
             **{c: scalar(timings.get(c)) for c in TIMING_COLUMNS},
         })
@@ -96,14 +98,17 @@ def sweep_dict(row: sqlite3.Row, counts: Mapping[str, int]) -> dict[str, Any]:
     return {"id": row["id"], "config": loads(row["config"], {}), "status": row["status"],
             "created_at": row["created_at"], "updated_at": row["updated_at"], "cells": cells,
             "n_cells": sum(cells.values()),
-            "owner": {"pid": row["owner_pid"], "token": row["owner_token"], "start": row["owner_start"]}}
+            "owner": {"pid": row["owner_pid"], "token": row["owner_token"], "start": row["owner_start"]},
+            "user": {"token": row["user_token"], "name": row["user_name"]}}
 
 
 def sweeps_frame(sweeps: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Sweep dicts as `list_sweeps`'s DataFrame, one `cells_<status>` count column per status."""
     records = [{"sweep_id": s["id"], "status": s["status"], "created_at": s["created_at"],
-                "updated_at": s["updated_at"], "n_cells": s["n_cells"],
+                "updated_at": s["updated_at"], "n_cells": s["n_cells"], "user_token": s["user"]["token"],
+                "user_name": s["user"]["name"],
                 **{f"cells_{k}": v for k, v in s["cells"].items()}, "config": s["config"]} for s in sweeps]
-    columns = ["sweep_id", "status", "created_at", "updated_at", "n_cells", *(f"cells_{k}" for k in STATUSES),
+    columns = ["sweep_id", "status", "created_at", "updated_at", "n_cells", "user_token", "user_name",
+               *(f"cells_{k}" for k in STATUSES),
                "config"]
     return pd.DataFrame.from_records(records, columns=columns)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pruning_core.infra.store import users
+
 INTERRUPTED_ERROR = "interrupted: the process running it stopped (killed or restarted) before it finished"
 
 # Identifies this process among processes that had the same pid (a restarted server).
@@ -94,19 +96,17 @@ def queue_owned(pid: int | None, token: str | None) -> bool:
 
 
 def claim_queued(conn: sqlite3.Connection, kinds: Sequence[str] | None = None) -> int | None:
-    """Inside the caller's write transaction: make this process the owner of the oldest queued run left to the
-    job queue (of these kinds); its id, or None when there is none."""
-    sql, params = "SELECT id FROM runs WHERE status = 'queued' AND owner_pid IS NULL AND owner_token = ?", \
-        [QUEUE_TOKEN]
-    if kinds is not None:
-        sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-        params += list(kinds)
-    row = conn.execute(sql + " ORDER BY id LIMIT 1", params).fetchone()
-    if row is None:
+    """Inside the caller's write transaction: make this process the owner of the next queued run left to the
+    job queue (of these kinds), taking turns between users (`users.fair_claim_order`: the oldest run of the user
+    served least recently); its id, or None when there is none or the queue is paused."""
+    if users.paused(conn):
         return None
-    conn.execute("UPDATE runs SET owner_pid = ?, owner_token = ?, owner_start = ? WHERE id = ?",
-                 (*owner_columns().values(), row["id"]))
-    return int(row["id"])
+    order = users.fair_claim_order(conn, QUEUE_TOKEN, list(kinds) if kinds is not None else None)
+    if not order:
+        return None
+    conn.execute("UPDATE runs SET owner_pid = ?, owner_token = ?, owner_start = ?, claimed_at = ? WHERE id = ?",
+                 (*owner_columns().values(), time.time(), order[0]))
+    return int(order[0])
 
 
 def release_to_queue(conn: sqlite3.Connection, run_id: int) -> None:

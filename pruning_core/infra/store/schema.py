@@ -94,6 +94,19 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE sweeps ADD COLUMN owner_start TEXT",
         "CREATE INDEX sweeps_status ON sweeps (status)",
     ),
+    # 3 -> 4: the person a run or sweep belongs to on a classroom server (an unguessable per-browser token and
+    # an optional display name; NULL for work of earlier versions, the CLI and the Python API), when a worker
+    # claimed a run (the queue takes turns between users by it), and the server's settings (the queue paused,
+    # limits changed by the teacher), shared by the server and its workers.
+    (
+        "ALTER TABLE runs ADD COLUMN user_token TEXT",
+        "ALTER TABLE runs ADD COLUMN user_name TEXT",
+        "ALTER TABLE runs ADD COLUMN claimed_at REAL",
+        "ALTER TABLE sweeps ADD COLUMN user_token TEXT",
+        "ALTER TABLE sweeps ADD COLUMN user_name TEXT",
+        "CREATE INDEX runs_user ON runs (user_token, claimed_at)",   # each user's last turn: one index seek
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

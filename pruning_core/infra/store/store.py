@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruning_core.infra.store import mask_files, records, recovery
+from pruning_core.infra.store import mask_files, records, recovery, users
 from pruning_core.infra.store.connections import Connections
 from pruning_core.infra.store.encoding import (SQL_CHUNK, check_id, chunks, decode_layers, dumps, encode_layers,
                                                frame_records, loads, number, plain, text)
@@ -37,7 +37,7 @@ class InvalidTransitionError(ValueError):
     """A status change that is not allowed from the run's current status (e.g. finishing a cancelled run)."""
 
 
-class Store:
+class Store(users.UserQueries):
     """A SQLite run store, safe to use from several threads and processes at once."""
 
     def __init__(self, path: str | os.PathLike | None = None, recover: bool = True):
@@ -446,13 +446,10 @@ class Store:
         return decode_layers(row["layers_meta"], [r["row"] for r in rows])
 
     def queue_position(self, run_id: int) -> int | None:
-        """How many queued/running runs were created before this one (None if it is not queued/running)."""
+        """How many queued/running runs are ahead of this one in the queue's turns (None if it is not active)."""
         with self._transaction("read") as conn:
             row = self._row(conn, run_id)
-            if row["status"] not in ACTIVE_STATUSES:
-                return None
-            return conn.execute("SELECT count(*) FROM runs WHERE status IN ('queued', 'running') AND id < ?",
-                                (row["id"],)).fetchone()[0]
+            return users.queue_position(conn, row, recovery.QUEUE_TOKEN) if row["status"] in ACTIVE_STATUSES else None
 
     def export_runs(self, run_ids: Iterable[int]) -> list[dict[str, Any]]:
         """Full records of the given runs (with metrics and layers) as strict-JSON-able dicts."""
@@ -461,6 +458,7 @@ class Store:
             for run_id in run_ids:
                 record = self.get_run(run_id)
                 record.pop("owner")
+                record["user"].pop("token")   # a user's token is their key to their runs: never exported
                 record["metrics"] = frame_records(self.metrics(run_id))
                 record["layers"] = None if (layers := self.layers(run_id)) is None else frame_records(layers)
                 exported.append(plain(record))
