@@ -172,8 +172,11 @@ def sparsity_slider(key: str, default: float, container: Any = None, url_key: st
     container = container or st
     state.restore_widget_value(key, round(units.log_compression(default), 1), compression_parser(min_log, max_log),
                                url_key=url_key)
+    if lessons.hidden(url_key):   # a lesson link hides it: the link's value, no slider
+        state.save_widget_values(key)
+        return units.sparsity_from_log(st.session_state[key])
     x = container.slider(f"{field_label('sparsity')}: compression 10^x", min_value=min_log, max_value=max_log,
-                         step=0.1,
+                         step=0.1, disabled=lessons.locked(url_key),   # a lesson link locks it
                          format="10^%.1f", key=key,
                          help=help_text("sparsity") + " The slider moves in powers of ten: 10^1 keeps 1 in 10 weights, "
                                                       "10^2 keeps 1 in 100." + (f" {help}" if help else ""))

@@ -85,11 +85,14 @@ def config_form(defaults: dict) -> tuple[RunConfig, list[str]]:
         others = [m for m in widgets.method_choices() if m != method]
         state.restore_widget_value("compare", [], widgets.known_names("method", METHODS), many=True)
         st.session_state["compare"] = [m for m in st.session_state["compare"] if m in others][:COMPARE_MAX]
-        compare = bottom[4].multiselect(
-            "Compare with", others, key="compare", max_selections=COMPARE_MAX,
-            format_func=lambda m: widgets.choice_label("method", m), placeholder="other methods (optional)",
-            help="Prune the same initial weights with these methods too and draw their layer densities beside "
-                 "the chosen method's.")
+        if lessons.hidden("compare"):   # a lesson link hides it: the link's methods, no widget
+            compare = list(st.session_state["compare"])
+        else:
+            compare = bottom[4].multiselect(
+                "Compare with", others, key="compare", max_selections=COMPARE_MAX, disabled=lessons.locked("compare"),
+                format_func=lambda m: widgets.choice_label("method", m), placeholder="other methods (optional)",
+                help="Prune the same initial weights with these methods too and draw their layer densities beside "
+                     "the chosen method's; train them too with the button under the training curves.")
         state.save_widget_values("compare")
         dynamic = st.columns([1, 1, 2.6], gap="medium", vertical_alignment="bottom")
         widgets.field_input("sparse_training", default=defaults["sparse_training"], container=dynamic[0],
@@ -203,12 +206,6 @@ def start_training(config: RunConfig) -> None:
 
 def training_section(config: RunConfig, compare: list[str]) -> int | None:
     st.subheader("Training", anchor=False)
-    if compare and not config.is_dense:
-        # Only the chosen method trains: the ones compared with are pruned for their densities above.
-        others = ", ".join(units.method_label(m) for m in compare)
-        st.caption(f"These curves are **{units.method_label(config.method)}**'s: {others} "
-                   f"{'is' if len(compare) == 1 else 'are'} only pruned, for the densities above. To train one, "
-                   "choose it as the method.")
     if st.session_state.pop("autotrain", None) and current_run(config) is None:
         start_training(config)
     record = current_run(config)
@@ -223,6 +220,7 @@ def training_section(config: RunConfig, compare: list[str]) -> int | None:
                        "change widgets, switch pages or close the tab, and come back to it.")
     if record is None:
         st.caption(f"{_estimate(config)} The curves of loss and accuracy appear here live while it trains.")
+        compared_training(config, compare, None)
         return None
     run_id = record["id"]
     st.session_state["run_id"] = run_id
@@ -243,7 +241,50 @@ def training_section(config: RunConfig, compare: list[str]) -> int | None:
                        "of weights. The stored mask (Runs page: download masks) is the one training ended with.")
 
     panels.live_panel(run_id, key="train", draw=draw)
+    compared_training(config, compare, record)
     return run_id
+
+
+def compared_configs(config: RunConfig, compare: list[str]) -> dict[str, RunConfig]:
+    """The methods compared with, on the chosen configuration's initial weights, settings and seed."""
+    return {m: config.replace(method=m, iterations=None).canonical() for m in compare if not config.is_dense}
+
+
+def compared_training(config: RunConfig, compare: list[str], record: dict | None) -> None:
+    """'Compare with' trains too: a button queues the compared methods' runs, and their curves are drawn with
+    the chosen method's, live while they train."""
+    configs = compared_configs(config, compare)
+    if not configs:
+        return
+    stored = panels.stored_runs(configs)
+    others = ", ".join(units.method_label(m) for m in configs)
+    if stored.missing:
+        missing = {m: configs[m] for m in stored.missing}
+        names = ", ".join(units.method_label(m) for m in missing)
+        st.button(f"Train {names} too", icon=":material/compare_arrows:", key="train-compare",
+                  on_click=errors.callback(panels.submit_runs), args=(missing, STARTED),
+                  help="Train the methods compared with the same way (same initial weights, seed and settings) in the "
+                       "background queue, and draw their curves beside this one's. Runs that exist are reused.")
+        if not stored.run_ids:
+            one = len(configs) == 1
+            st.caption(f"**Train** trains {units.method_label(config.method)} only; {others} {'is' if one else 'are'} "
+                       f"pruned for the densities above. **Train {others} too** trains {'it' if one else 'them'} "
+                       "the same way and draws the curves together.")
+            return
+    main_id = int(record["id"]) if record is not None else None
+    labels = {main_id: units.method_label(config.method)} if main_id is not None else {}
+    labels.update({run_id: units.method_label(m) for m, run_id in stored.run_ids.items()})
+
+    def draw(records: dict[int, dict]) -> None:
+        panels.runs_status({labels[i]: r for i, r in records.items() if i != main_id}, "train-compare")
+        curves = {labels[i]: panels.run_metrics(r) for i, r in records.items() if r["status"] != "queued"}
+        if len(curves) > 1 or (curves and main_id is None):
+            st.markdown(f"**{units.method_label(config.method)} against {others}**" if main_id is not None
+                        else f"**{others}**")
+            st.plotly_chart(charts.training_curves(curves, uirevision="train-compare"), width="stretch",
+                            key="train-compare-curves", config={"displaylogo": False})
+
+    panels.live_runs(list(labels), "train-compare", draw)
 
 
 def _estimate(config: RunConfig) -> str:

@@ -731,10 +731,33 @@ def test_escape_markdown_shows_every_character_as_written():
 def test_training_says_which_method_its_curves_show(db):
     at = open_page(method="magnitude", sparsity="0.9", epochs="1", compare=["synflow", "snip"])
     assert_clean(at)
-    assert "These curves are **Magnitude**'s: SynFlow, SNIP are only pruned, for the densities above. To train " \
-           "one, choose it as the method." in texts(at, "caption")
+    assert ("**Train** trains Magnitude only; SynFlow, SNIP are pruned for the densities above. **Train SynFlow, "
+            "SNIP too** trains them the same way and draws the curves together.") in texts(at, "caption")
+    assert at.button(key="train-compare").label == "Train SynFlow, SNIP too"
     at = open_page(method="magnitude", sparsity="0.9", epochs="1")
-    assert not any(c.startswith("These curves are") for c in texts(at, "caption"))
+    assert not any(c.startswith("**Train** trains") for c in texts(at, "caption"))
+    assert "train-compare" not in [b.key for b in at.button]
+
+
+def test_compare_with_trains_the_compared_methods_and_draws_the_curves_together(db):
+    at = open_page(model="mlp", method="magnitude", sparsity="0.9", epochs="2", seed="17", compare=["random"])
+    at.button(key="train").click().run()
+    at.button(key="train-compare").click().run()
+    assert_clean(at)
+    wait_idle(db, 120)
+    at.run()
+    assert_clean(at)
+    store = Store(db)
+    runs = store.list_runs().set_index("method")
+    assert sorted(runs.index) == ["magnitude", "random"] and set(runs["status"]) == {"done"}
+    # The compared run is the chosen configuration with the other method: same seed, settings and epochs.
+    mine, other = (store.get_run(int(runs.loc[m, "run_id"]))["config"] for m in ("magnitude", "random"))
+    assert {k: v for k, v in other.items() if k != "method"} == {k: v for k, v in mine.items() if k != "method"}
+    curves = figures_of(at)["train-compare-curves"]["data"]
+    accuracy = {t["name"].split(":")[0] for t in curves if "accuracy" in t["name"]}
+    assert accuracy == {"Magnitude", "Random"}
+    assert all(t["x"] == [0, 1, 2] for t in curves if "accuracy" in t["name"])
+    assert "train-compare" not in [b.key for b in at.button]   # both trained: nothing left to queue
 
 
 def test_the_training_estimate_is_a_sentence(db, monkeypatch):

@@ -259,6 +259,22 @@ def test_a_lesson_link_locks_and_hides_the_chosen_controls_and_keeps_them_in_the
     assert not [b.key for b in at.button if b.key and b.key.startswith("preset-")]   # no preset to escape the lock
 
 
+def test_a_lesson_link_locks_or_hides_the_sparsity_slider_and_compare_with(db):
+    at = session("prune", None, **{**LINK, "sparsity": "0.999"}, lock="sparsity")
+    assert not at.exception
+    assert at.slider(key="compression").disabled and at.slider(key="compression").value == 3.0
+    at = session("prune", None, **LINK, compare=["random"], lock="compare")
+    assert at.multiselect(key="compare").disabled and at.multiselect(key="compare").value == ["random"]
+    at = session("prune", None, **LINK, compare=["random"], hide="compare")
+    assert "compare" not in [m.key for m in at.multiselect]
+    assert at.button(key="train-compare").label == "Train Random too"   # the hidden choice still holds
+    at = session("sanity", None, **{**LINK, "sparsity": "0.99"}, hide="sparsity")
+    assert not at.exception
+    assert "sc-compression" not in [s.key for s in at.slider]
+    assert at.session_state["sc-compression"] == 2.0   # the hidden slider's value is the link's
+    assert at.query_params["sparsity"] in ("0.99", ["0.99"])
+
+
 def test_the_teacher_builds_a_lesson_link_from_the_page_as_it_stands(classroom):
     student = session("prune", ALICE, **LINK)
     assert "lesson-lock" not in [m.key for m in student.multiselect]
