@@ -164,10 +164,12 @@ def test_the_job_manager_dispatches_to_ray_when_PRUNING_RAY_ADDRESS_is_set(tmp_p
                    for s, e in ((0.3, 3000), (0.6, 3000), (0.9, 2), (0.95, 2))]
         ids = [manager.submit(c) for c in configs]
         assert manager.submit(configs[0]) == ids[0]  # an active run of the same key is shared
-        # Two CPUs: two cells run side by side in workers, the others wait their turn in the store's queue.
+        # Two CPUs: two cells run side by side in workers, the others wait their turn in the store's queue
+        # (not in Ray's: only as many go to the cluster as it has slots).
         assert wait_for(lambda: len(manager.cluster.status()["running"]) == 2), manager.cluster.status()
         info = manager.cluster.status()
-        assert info["cpus"] == 2.0 and info["nodes"] == 1 and info["waiting"] == 2
+        assert info["cpus"] == 2.0 and info["nodes"] == 1 and info["waiting"] == 0
+        assert [store.get_run(i)["status"] for i in ids[2:]] == ["queued", "queued"]
         assert {cell["pid"] for cell in info["running"]}.isdisjoint({os.getpid()})
         assert {cell["run_id"] for cell in info["running"]} == set(ids[:2])
         assert store.queue_position(ids[3]) == 3
@@ -362,3 +364,28 @@ def test_the_dashboard_sends_its_jobs_to_ray_when_PRUNING_RAY_ADDRESS_is_set(db,
     assert_clean(again)
     assert any("Reused from the store" in s for s in texts(again, "success"))
     assert int(again.query_params["run"]) == short_id and len(Store(db).list_runs()) == 2
+
+
+def test_on_ray_the_queue_still_takes_turns_between_users(tmp_path, monkeypatch, local_ray):
+    """Student A queues six runs, then student B one: with two slots on the cluster, B's run is handed to Ray at
+    the first free slot, not after A's six."""
+    from pruning_core.infra.store import User
+
+    monkeypatch.setenv(RAY_ADDRESS_ENV, "local")
+    store = Store(tmp_path / "turns.db")
+    manager = JobManager(store, device="cpu")
+    try:
+        assert manager.cluster.slots() == 2
+        alice, bob = User("a" * 32, "A"), User("b" * 32, "B")
+        mine = [manager.submit(pc.RunConfig(model="mlp", method="magnitude", sparsity=0.5, epochs=20, seed=s),
+                               user=alice) for s in range(6)]
+        # B asks once A's runs went to the cluster: first come, first served would run B's seventh.
+        assert wait_for(lambda: store.get_run(mine[0])["status"] != "queued")
+        theirs = manager.submit(pc.RunConfig(model="mlp", method="magnitude", sparsity=0.5, epochs=20, seed=99),
+                                user=bob)
+        assert manager.wait_idle(300)
+        starts = sorted((store.get_run(i)["started_at"], i) for i in [*mine, theirs])
+        assert [i for _, i in starts].index(theirs) <= 2, starts   # third at the latest, not seventh
+        assert {store.get_run(i)["status"] for i in [*mine, theirs]} == {"done"}
+    finally:
+        manager.shutdown()

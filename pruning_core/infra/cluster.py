@@ -322,6 +322,16 @@ class RayCells:
                 **(self.resources if self.resources is not None else default_resources(self.device)))
             self._hub = _hub_class().remote()
 
+    def slots(self) -> int:
+        """How many cells the cluster can run at once: its total CPUs (GPUs) over a cell's, at least one."""
+        with self._lock:
+            self._connect()
+        need = self.resources if self.resources is not None else default_resources(self.device)
+        total = ray.cluster_resources()
+        counts = [int(total.get(name, 0.0) // amount) for name, amount in
+                  (("CPU", need.get("num_cpus")), ("GPU", need.get("num_gpus"))) if amount]
+        return max(1, min(counts) if counts else int(total.get("CPU", 1.0)))
+
     # ---- submitting and cancelling ----
     def submit(self, config: RunConfig, run_id: int | None = None, kind: str = "train") -> int:
         """Queue one validated configuration on the cluster (its run `run_id`, queued in the store);

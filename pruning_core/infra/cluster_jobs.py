@@ -1,11 +1,12 @@
 """The job queue on a Ray cluster: with PRUNING_RAY_ADDRESS set, the dashboard's train and prune jobs go to Ray.
 
 `JobManager` creates one `ClusterDispatch` when the variable is set (host:port of a Ray cluster, or "local" for a
-Ray instance on this machine). Its thread claims every queued train or prune run of the job queue
-(`Store.claim_queued`: the server process owns it from then on, so a restart recovers it as interrupted), hands
-it to Ray at once (Ray queues it on its GPUs/CPUs; the store's queue positions count it as before) and writes the
-workers' events into the store (`cluster.RayCells.poll`): the server stays the store's one writer. Studies stay
-with the local worker processes, which then take only them (`WorkerPool(kinds=...)`). Imported only when the
+Ray instance on this machine). While the cluster has a free slot (`RayCells.slots`), its thread claims the next
+queued train or prune run of the job queue (`Store.claim_queued`, which takes turns between users: the server
+process owns it from then on, so a restart recovers it as interrupted) and hands it to Ray; the others wait in
+the store's queue, where queue positions count them as before. It writes the workers' events into the store
+(`cluster.RayCells.poll`): the server stays the store's one writer. Studies stay with the local worker
+processes, which then take only them (`WorkerPool(kinds=...)`). Imported only when the
 variable is set: the default never imports Ray.
 """
 
@@ -62,8 +63,17 @@ class ClusterDispatch:
             self._thread.join(timeout + 5)
 
     def _claim_all(self) -> None:
+        """Claim queued runs while the cluster has a free slot. The rest wait in the store's queue, not in
+        Ray's: the store's turns between users (a classroom server) then decide who goes next, as with the
+        local workers, instead of Ray's first come, first served."""
+        try:
+            slots = self.cells.slots()
+        except Exception:   # no cluster (yet): one run is claimed, and fails with the reason when it is handed on
+            slots = 1
         while not self._stopping.is_set():
             with self._lock:   # claimed and held in one step: `held` never misses a claimed run
+                if len(self._held) >= slots:
+                    return
                 run_id = self.store.claim_queued(RAY_KINDS)
                 if run_id is None:
                     return
