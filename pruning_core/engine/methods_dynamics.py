@@ -150,7 +150,7 @@ def synflow_l2(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
 @method("px", label="PX (Path eXclusion)",
         summary="Keeps the weights carrying most of an NTK-trace bound: path kernel gated by the data's ReLU "
                 "patterns.",
-        paper="Iurada et al. 2024, 'Finding Lottery Tickets in Vision Models via Data-driven Spectral Foundation "
+        paper="Iurada et al. 2024, 'Finding Lottery Tickets in Vision Models via Data-driven Spectral Foresight "
               "Pruning' (CVPR)",
         formula="θ² ⊙ ∂R/∂θ², R = mean over data x of 1ᵀ f(x²; θ², ReLU gates of the real net on x)",
         needs_data=True, default_iterations=100)
