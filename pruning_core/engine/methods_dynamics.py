@@ -133,7 +133,8 @@ def synflow_l2(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     θ² ⊙ ∂R₂/∂θ² (= ½ |θ ⊙ ∂R₂/∂θ|, the same ranking), its share of R₂; a layer's scores sum to R₂
     (conservation, as in SynFlow), and 100 rounds on the exponential schedule avoid layer collapse.
     Needs no data. Computed in float32 while R₂ stays far inside its range, in float64 otherwise
-    (option precision="float64" forces it)."""
+    (option precision="float64" forces it). The PX authors' code ranks by |θ| ⊙ ∂R₂/∂θ² instead (= ½|∂R₂/∂θ|,
+    no conservation; about 84% of the same weights kept on ResNet-20)."""
     state = _squared_state_for_round(ctx, masks, "synflow_l2")
     names = list(masks)
     reference = state[names[0]]
@@ -168,8 +169,12 @@ def px(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     SynFlow, the gates recomputed on the pruned network every round, on all pruning batches. Simplifications
     the paper's bound may not make: max-pooling in the squared network takes its own maximum rather than
     the data's argmax, activations applied functionally (F.relu) are not gated, and the paper's exact
-    normalisation and treatment of the input may differ from x². Float32 while R stays far inside its
-    range, float64 otherwise (option precision)."""
+    normalisation and treatment of the input may differ from x². Known to differ from the authors' public
+    code (iurada/px-ntk-pruning), which factorises R as Σ_c w_c · z_c: w the no-grad output, summed over
+    the batch, of a copy with the mask as weights, no biases and identity BatchNorm, gated by the real
+    network's ReLUs on x²; z the squared network on an all-ones input; it also draws fresh batches every
+    round. Our variant's masks overlap theirs by about 55% on ResNet-20 (issue 14). Float32 while R stays
+    far inside its range, float64 otherwise (option precision)."""
     state = _squared_state_for_round(ctx, masks, "px")
     names = list(masks)
     reference = state[names[0]]
@@ -259,7 +264,11 @@ def ntk_sap(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     estimate is unbiased but so noisy that |·| favours the first layers, and in our tests one draw per
     round collapsed the digits MLP and CNN below 70% sparsity where eight draws held out about as long
     as SynFlow. Only the prunable weights are redrawn and perturbed (biases and BatchNorm keep the
-    model's values). Deterministic for a fixed seed."""
+    model's values). Deterministic for a fixed seed. Known to differ from the authors' public code
+    (YiteWang/NTK-SAP): there every draw first recalibrates BatchNorm on its Gaussian batch (a train-mode
+    forward with momentum 1, then both forwards in eval mode), which keeps far more early-layer weights;
+    here BatchNorm follows pc.prune's train_mode. Their script's setting is 20 rounds of 5 draws of
+    10 x classes inputs, not one draw per round (issue 14)."""
     epsilon = float(_positive_number(ctx, "ntk_sap", "epsilon", NTK_SAP_EPSILON))
     batch_size = _positive_number(ctx, "ntk_sap", "batch_size", NTK_SAP_BATCH, whole=True)
     redraws = _positive_number(ctx, "ntk_sap", "redraws", NTK_SAP_REDRAWS, whole=True)
@@ -291,8 +300,10 @@ def prospr(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     parameter takes them (biases and BatchNorm too; pruned weights stay zero) and BatchNorm normalises
     with batch statistics whatever pc.prune's train_mode (the model's running statistics are untouched).
     Batches are used in turn, one per step and the next for the final loss, cyclically: with the single
-    batch drawn from a dataset by default all four passes see the same batch; prune_batches=4 gives each
-    its own, as in the paper's training loop. One-shot by default, as published (more rounds restart from
+    batch drawn from a dataset by default all four passes see the same batch, as in the authors' code by
+    default; prune_batches=4 gives each its own (their option for new data in the inner loop). The authors'
+    code takes α = 0.1 (issue 14: on ResNet-20 the two rates keep 40-55% of the same weights). One-shot by
+    default, as published (more rounds restart from
     θ ⊙ m each round). Memory grows with M: the graph of every step's forward and backward pass is kept
     until the meta-gradient is taken, about 2M + 1 times SNIP's activation memory (VGG-16-BN, batch 256,
     CPU: 6.4 GB peak resident memory)."""
