@@ -183,12 +183,20 @@ def test_a_link_above_a_limit_is_refused_with_its_message_and_nothing_is_queued_
     assert Store(classroom).list_runs().empty
 
 
-def test_a_widget_above_a_limit_is_refused_like_a_link(classroom, monkeypatch):
+@pytest.mark.parametrize("change, limit", [
+    (lambda at: at.number_input(key="epochs").set_value(6), "max_epochs"),
+    (lambda at: at.number_input(key="iterations").set_value(7), "max_rounds"),
+    (lambda at: at.selectbox(key="model").set_value("vgg16"), "max_cpu_model_weights"),
+])
+def test_a_widget_above_a_limit_is_refused_like_a_link(classroom, monkeypatch, change, limit):
     monkeypatch.setenv("PRUNING_MAX_EPOCHS", "5")
+    monkeypatch.setenv("PRUNING_MAX_ROUNDS", "6")
     at = session("prune", ALICE, **LINK)
     assert not texts(at, "error")
-    at.number_input(key="epochs").set_value(6).run()
-    assert "at most 5 (limit max_epochs)" in refusal(at)
+    change(at).run()
+    message = refusal(at)
+    assert f"(limit {limit})" in message and "teacher can raise it" in message
+    assert not at.get("plotly_chart") and "train" not in [b.key for b in at.button]
     assert Store(classroom).list_runs().empty
 
 
