@@ -389,10 +389,10 @@ def submit_run(config: RunConfig, started_key: str, masks: Mapping[str, torch.Te
 
 
 def submit_runs(configs: Mapping[str, RunConfig], started_key: str) -> None:
-    """on_click: `submit_run` every configuration (all of them within the server's limits, or none)."""
-    classroom.check(list(configs.values()))
-    for config in configs.values():
-        submit_run(config, started_key)
+    """on_click: queue every configuration's training run (all of them within the server's limits, or none),
+    remembering the new ones under `started_key` as `submit_run` does."""
+    started = st.session_state.setdefault(started_key, set())
+    started.update(s.run_id for s in classroom.submit_runs(list(configs.values())) if not s.reused)
 
 
 def reused_note(run_ids: Collection[int], done: bool, started_key: str, what: str) -> None:

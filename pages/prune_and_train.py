@@ -166,9 +166,8 @@ def pruning_section(config: RunConfig, compare: list[str]) -> None:
     layers, summary, source = result
     st.caption(f"{views.config_caption(config.to_dict())} — {source}")
     tables = {}
-    for other in compare if not config.is_dense else []:
+    for other, other_config in compared_configs(config, compare).items():
         with errors.error_boundary():
-            other_config = config.replace(method=other, iterations=None).canonical()
             found = prune_result(other_config)
             if found is None:
                 st.caption(f"{units.method_label(other)} is not drawn: pruning {config.model} with it runs in "

@@ -209,12 +209,18 @@ def test_training_started_from_the_page_prunes_once(db, monkeypatch):
     assert all(bool((store.load_masks(run_id)[n] == fresh.masks[n]).all()) for n in fresh.masks)
 
 
-def test_live_panel_shows_progress_and_cancel_while_running(db):
-    store = Store(db)
+def halfway_run(store: Store) -> int:
+    """A run of the FAST page's configuration that another process is training, halfway through its epoch."""
     config = RunConfig(method="magnitude", sparsity=0.99, epochs=1)
     run_id = store.create_run(config.to_dict(), key=config.key(), kind="train")
     store.start_run(run_id, "CPU")
     store.update_progress(run_id, 0.5, 1, "training: epoch 1 of 1")
+    return run_id
+
+
+def test_live_panel_shows_progress_and_cancel_while_running(db):
+    store = Store(db)
+    run_id = halfway_run(store)
     at = open_page(**FAST)
     assert_clean(at)
     assert int(at.query_params["run"]) == run_id
@@ -619,10 +625,7 @@ def test_a_failing_delete_is_a_message_and_deletes_nothing_more(db, monkeypatch)
 
 def test_cancelling_a_run_someone_just_deleted_leaves_the_page_usable(db):
     store = Store(db)
-    config = RunConfig(method="magnitude", sparsity=0.99, epochs=1)
-    run_id = store.create_run(config.to_dict(), key=config.key(), kind="train")
-    store.start_run(run_id, "CPU")
-    store.update_progress(run_id, 0.5, 1, "training: epoch 1 of 1")
+    run_id = halfway_run(store)
     at = open_page(**FAST)
     assert int(at.query_params["run"]) == run_id
     store.delete_run(run_id)           # from the Runs page, a moment before this viewer presses Cancel

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from support import wait_for
 
 import pruning_core as pc
 from pruning_core.infra import cluster as cl
@@ -30,15 +31,6 @@ from pruning_core.studies.sweep import SweepCellsFailed
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(model="mlp", dataset="digits", device="cpu")
 TIMING = ("prune_s", "train_s", "images_per_s", "search_s", "elapsed_s", "total_s")
-
-
-def wait_for(predicate, timeout=120.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 def comparable(store: Store, run_id: int) -> dict:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from support import wait_for
 
 import pruning_core as pc
 from pruning_core.infra.jobs import JobManager, Submission, prune_seconds
@@ -22,15 +23,6 @@ def manager(tmp_path):
     jobs = JobManager(Store(tmp_path / "jobs.db"), device="cpu", workers=1)
     yield jobs
     jobs.shutdown()
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_submitted_run_executes_in_a_worker_process(manager):

@@ -5,11 +5,10 @@ the panel of a deleted run stops polling."""
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import streamlit
 from streamlit.testing.v1 import AppTest
+from support import wait_for
 from test_app import APP, TIMEOUT, texts
 
 from dashboard import navigation, panels, state
@@ -26,15 +25,6 @@ def open_page(page: str, **params) -> AppTest:
     for key, value in params.items():
         at.query_params[key] = value
     return at.run()
-
-
-def wait_for(predicate, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def occupy_the_worker() -> int:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from st_client import Session, free_port, start_server, wait_healthy
+from support import wait_for
 
 from pruning_core.config import RunConfig
 from pruning_core.infra.store import INTERRUPTED_ERROR, Store
@@ -17,15 +17,6 @@ from pruning_core.infra.store import INTERRUPTED_ERROR, Store
 FAST = RunConfig(dataset="digits", model="mlp", method="magnitude", sparsity=0.5, epochs=1).canonical()
 LONG = FAST.replace(sparsity=0.6, epochs=5000).canonical()
 QUEUED = FAST.replace(sparsity=0.7).canonical()
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def visit(port: int) -> None:

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import STORE_ONLY_CHILD
 
 from pruning_core.config import RunConfig
 from pruning_core.infra.store import INTERRUPTED_ERROR, Store
@@ -23,17 +24,7 @@ def config(**changes) -> dict:
     return RunConfig().replace(**changes).to_dict()
 
 
-# The child imports only the store package (not the whole core with torch), to start quickly: stand-ins for
-# the parent packages point Python at their folders without running their __init__ files.
-CHILD = textwrap.dedent("""
-    import sys, time, types
-    from pathlib import Path
-    repo = Path(sys.argv[2])
-    for name in ("pruning_core", "pruning_core.infra"):
-        package = types.ModuleType(name)
-        package.__path__ = [str(repo.joinpath(*name.split(".")))]
-        sys.modules[name] = package
-    from pruning_core.infra.store import Store
+CHILD = STORE_ONLY_CHILD + textwrap.dedent("""
     s = Store(sys.argv[1])
     running = s.create_run({"dataset": "digits", "seed": 1}, "child", "train")
     s.start_run(running, "cpu")

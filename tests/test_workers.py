@@ -9,10 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from support import STORE_ONLY_CHILD, wait_for
 
 import pruning_core as pc
 from pruning_core.infra import jobs, workers
@@ -22,15 +22,6 @@ from pruning_core.infra.store import INTERRUPTED_ERROR, Store
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"dataset": "digits", "model": "mlp", "method": "magnitude", "epochs": 1}
 LONG = {"dataset": "digits", "model": "mlp", "method": "magnitude", "epochs": 5000}   # minutes: stopped by the test
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def training(store: Store, run_id: int) -> bool:
@@ -130,15 +121,7 @@ def test_two_processes_writing_to_one_store_at_once_lose_no_row(tmp_path):
     assert all(len(store.metrics(int(r))) == 5 for r in runs["run_id"])
 
 
-SWEEPER = textwrap.dedent("""
-    import sys, time, types
-    from pathlib import Path
-    repo = Path(sys.argv[2])
-    for name in ("pruning_core", "pruning_core.infra"):
-        package = types.ModuleType(name)
-        package.__path__ = [str(repo.joinpath(*name.split(".")))]
-        sys.modules[name] = package
-    from pruning_core.infra.store import Store
+SWEEPER = STORE_ONLY_CHILD + textwrap.dedent("""
     store = Store(sys.argv[1])
     sweep = store.create_sweep({"cells": ["c1", "c2"]}, status="running")   # as pc.sweep does
     done = store.create_run({"seed": 1}, "c1", sweep_id=sweep)

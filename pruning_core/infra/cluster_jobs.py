@@ -25,6 +25,7 @@ from pruning_core.infra.store import InvalidTransitionError, Store, UnknownRunEr
 log = logging.getLogger(__name__)
 
 RAY_KINDS = ("train", "prune")   # what goes to the cluster; studies stay with the local worker processes
+SLOTS_EVERY_S = 5.0              # how often the dispatcher asks the cluster its size again
 
 
 class ClusterDispatch:
@@ -37,6 +38,7 @@ class ClusterDispatch:
                               data_root=data_root, download=download)
         self._lock = threading.Lock()
         self._held: set[int] = set()      # claimed here and not yet ended on the cluster
+        self._slots_known: tuple[int, float] | None = None   # (slots, when asked)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cancel_on_stop = True
@@ -66,10 +68,7 @@ class ClusterDispatch:
         """Claim queued runs while the cluster has a free slot. The rest wait in the store's queue, not in
         Ray's: the store's turns between users (a classroom server) then decide who goes next, as with the
         local workers, instead of Ray's first come, first served."""
-        try:
-            slots = self.cells.slots()
-        except Exception:   # no cluster (yet): one run is claimed, and fails with the reason when it is handed on
-            slots = 1
+        slots = self._slots()
         while not self._stopping.is_set():
             with self._lock:   # claimed and held in one step: `held` never misses a claimed run
                 if len(self._held) >= slots:
@@ -79,6 +78,17 @@ class ClusterDispatch:
                     return
                 self._held.add(run_id)
             self._submit(run_id)
+
+    def _slots(self) -> int:
+        """The cluster's slots (`RayCells.slots`), asked again every SLOTS_EVERY_S: a machine joins or leaves
+        rarely, and this loop runs several times a second."""
+        now = time.monotonic()
+        if self._slots_known is None or now - self._slots_known[1] >= SLOTS_EVERY_S:
+            try:
+                self._slots_known = (self.cells.slots(), now)
+            except Exception:   # no cluster (yet): one run is claimed, and fails with the reason when handed on
+                return 1
+        return self._slots_known[0]
 
     def _submit(self, run_id: int) -> None:
         try:
