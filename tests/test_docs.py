@@ -25,6 +25,8 @@ def test_every_registered_method_has_a_row_with_its_paper():
         assert name in rows, f"README's methods table lacks {name}"
         first_author = re.search(r"(?:de |van |von )?[A-Z][a-z]+(?= (?:et al\.|&|\d))", spec.paper).group(0)
         assert first_author in rows[name], f"{name}: README row does not cite {spec.paper}"
+        if spec.score is not None and spec.default_iterations > 1:
+            assert f"({spec.default_iterations} rounds" in rows[name], f"{name}: README gives other default rounds"
     assert set(rows) - set(pc.METHODS) == set(), "README lists methods that are not registered"
 
 

@@ -8,6 +8,7 @@ The network is pc.MODELS["mlp"]((1, 1, 3), 2, width=4, depth=1, bias=False):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -152,44 +153,78 @@ def test_squared_flow_falls_back_to_float64_instead_of_underflowing(method):
 
 # ---- PX ----------------------------------------------------------------------------------------------------
 def px_reference(mask1: torch.Tensor, mask2: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Explicit path sum: R = mean over samples of sum over paths i -> j -> k of x_i² a_j(x) W1[j,i]² W2[k,j]²,
-    a_j(x) = 1[(W1 ⊙ m1) x]_j > 0 on the pruned network; a weight's score is the part of R through it."""
+    """Explicit path sums. Data term: w_k = Σ over samples and paths i -> j -> k kept by the mask of
+    x_i² a_j(x), a_j(x) = 1[(W1 ⊙ m1) x]_j > 0 on the pruned network, then scaled to max 1. Path term:
+    R = Σ_k w_k Σ over paths i -> j -> k of W1[j,i]² W2[k,j]²; a weight scores the part of R through it."""
     w1, w2 = double(W1) * mask1, double(W2) * mask2
-    samples = double(X1 + X2)
-    expected = {"fc1.weight": torch.zeros(4, 3, dtype=torch.float64),
-                "out.weight": torch.zeros(2, 4, dtype=torch.float64)}
-    for x in samples:
+    m1, m2 = mask1.double(), mask2.double()
+    data = torch.zeros(2, dtype=torch.float64)
+    for x in double(X1 + X2):
         gate = (w1 @ x > 0).double()
         for i, j, k in itertools.product(range(3), range(4), range(2)):
-            value = x[i] ** 2 * gate[j] * w1[j, i] ** 2 * w2[k, j] ** 2 / len(samples)
-            expected["fc1.weight"][j, i] += value
-            expected["out.weight"][k, j] += value
+            data[k] += x[i] ** 2 * m1[j, i] * gate[j] * m2[k, j]
+    data = data / data.max()
+    expected = {"fc1.weight": torch.zeros(4, 3, dtype=torch.float64),
+                "out.weight": torch.zeros(2, 4, dtype=torch.float64)}
+    for i, j, k in itertools.product(range(3), range(4), range(2)):
+        value = data[k] * w1[j, i] ** 2 * w2[k, j] ** 2
+        expected["fc1.weight"][j, i] += value
+        expected["out.weight"][k, j] += value
     return expected
 
 
-def test_px_scores_equal_the_explicit_gated_path_sum():
+def test_px_scores_equal_the_explicit_path_sums_and_start_as_synflow_l2():
     expected = px_reference(torch.ones(4, 3), torch.ones(2, 4))
     result = pc.prune(tiny_net(), "px", 0.5, batches(), iterations=1)
     for name, value in expected.items():
         close(result.scores[name], value)
     r = float(expected["out.weight"].sum())
     assert float(result.scores["fc1.weight"].sum()) == pytest.approx(r, rel=1e-6)  # conservation
-    # The data's activation patterns matter: the ranking is not SynFlow-L2's.
+    # Dense, both outputs are reached by the same gated paths (w = (1, 1)): the first round is SynFlow-L2's.
     synflow_l2 = pc.prune(tiny_net(), "synflow_l2", 0.5, input_shape=SHAPE, iterations=1)
-    assert any(not torch.equal(result.masks[n], synflow_l2.masks[n]) for n in result.masks)
+    for name in result.scores:
+        close(result.scores[name], synflow_l2.scores[name])
 
 
-def test_px_gates_come_from_the_pruned_network_and_pruned_weights_score_zero():
+def test_px_weighs_outputs_by_the_pruned_networks_active_paths_and_pruned_weights_score_zero():
     model = tiny_net()
     scores = pc.METHODS["px"].score(context(model), PRUNED)
     expected = px_reference(PRUNED["fc1.weight"], PRUNED["out.weight"])
     for name in expected:
         close(scores[name], expected[name])
         assert bool((scores[name][~PRUNED[name]] == 0).all())
-    # With every weight kept, hidden unit 0 is active for a different set of samples: the gates changed.
-    assert not torch.allclose(expected["fc1.weight"], px_reference(torch.ones(4, 3), torch.ones(2, 4))["fc1.weight"])
+    # On the pruned network the two outputs get different data weights: PX is no longer SynFlow-L2.
+    synflow_l2 = pc.METHODS["synflow_l2"].score(context(tiny_net()), PRUNED)
+    # Each output row is SynFlow-L2's times that output's w: constant along a row, different between rows.
+    kept = PRUNED["out.weight"]
+    rows = [(scores["out.weight"][k] / synflow_l2["out.weight"][k])[kept[k]] for k in range(2)]
+    assert all(float(row.max() - row.min()) < 1e-6 for row in rows)
+    assert abs(float(rows[0][0] - rows[1][0])) > 0.05
     assert torch.equal(model.fc1.weight.detach(), torch.tensor(W1))
-    assert not any(module._forward_hooks for module in model.modules())  # the gating hooks are removed
+    assert not any(module._forward_hooks or module._forward_pre_hooks for module in model.modules())
+
+
+def test_px_data_term_counts_the_gated_paths_of_the_inputs_squared():
+    # w_k by hand for the first sample alone: x² = (1, 0.25, 1) and W1 x = (-0.25, 2.25, -2.25, -0.35), so
+    # only hidden unit 1 is open; each output reaches it and gets Σ_i x_i² = 2.25: w = (2.25, 2.25).
+    ctx = dataclasses.replace(context(tiny_net()), batches=[(torch.tensor([X1[0]]).view(1, *SHAPE), torch.tensor([0]))])
+    data = md.px_data_term(ctx, all_kept())
+    close(data, double([2.25, 2.25]))
+    # Pruning W2[0, 1] cuts output 0 from the open unit: w = (0, 2.25).
+    masks = {**all_kept(), "out.weight": torch.tensor([[True, False, True, True], [True, True, True, True]])}
+    close(md.px_data_term(ctx, masks), double([0.0, 2.25]))
+
+
+def test_relu_identity_makes_in_place_relus_linear_for_one_pass():
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(inplace=True), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+        model[2].weight.copy_(torch.tensor([[1.0, 1.0]]))
+    x = torch.tensor([[1.0, 2.0]])
+    with md.ReluIdentity(model):
+        assert model(x).item() == -1.0          # 1 + (-2): the negative unit passes
+    assert model(x).item() == 1.0               # ReLU again afterwards
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def test_relu_gates_replay_one_pattern_per_call_of_a_shared_relu():
@@ -279,6 +314,43 @@ def test_ntk_sap_redraws_the_weights_so_the_models_own_values_only_set_the_sprea
     a = pc.prune(tiny_net(), "ntk_sap", 0.5, input_shape=SHAPE, iterations=2)
     b = pc.prune(flipped, "ntk_sap", 0.5, input_shape=SHAPE, iterations=2)
     assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
+
+
+def ntk_objective_batch_norm(c1, c2, theta, delta, x, epsilon, eps=1e-5):
+    """Φ with a BatchNorm between W1 and the ReLU (γ = 1, β = 0) whose statistics are the batch mean and
+    unbiased variance of the unperturbed draw θ ⊙ c on x, held fixed (no gradient) for both passes."""
+    with torch.no_grad():
+        z = x @ (theta[0] * c1).T
+        mean, var = z.mean(0), z.var(0, unbiased=True)
+
+    def f(w1, w2):
+        return torch.relu((x @ w1.T - mean) / torch.sqrt(var + eps)) @ w2.T
+
+    plain = f(theta[0] * c1, theta[1] * c2)
+    moved = f((theta[0] + epsilon * delta[0]) * c1, (theta[1] + epsilon * delta[1]) * c2)
+    return (plain - moved).square().sum() / (x.shape[0] * epsilon ** 2)
+
+
+def test_ntk_sap_takes_batch_norm_statistics_from_each_draw_not_from_the_model():
+    model = tiny_net(batch_norm=True)
+    odd = tiny_net(batch_norm=True)
+    with torch.no_grad():                   # the model's own statistics must not matter
+        odd.bn1.running_mean.fill_(5.0)
+        odd.bn1.running_var.fill_(100.0)
+    before = snapshot(odd)
+    theta, delta, x, raw = draws_in_float64(model, torch.Generator().manual_seed(7))
+    saliency = md.ntk_sap_saliency(context(model), PRUNED, *raw, epsilon=0.01)
+    again = md.ntk_sap_saliency(context(odd), PRUNED, *raw, epsilon=0.01)
+    c = [PRUNED["fc1.weight"].double().requires_grad_(True), PRUNED["out.weight"].double().requires_grad_(True)]
+    expected = torch.autograd.grad(ntk_objective_batch_norm(*c, theta, delta, x, 0.01), c)
+    for index, name in enumerate(["fc1.weight", "out.weight"]):
+        close(saliency[name], expected[index], rel=1e-3)
+        assert torch.equal(saliency[name], again[name])
+    assert_unchanged(odd, before)
+    assert odd.bn1.momentum == 0.1
+    with pytest.raises(ValueError, match="batch_size must be at least 2 for a network with BatchNorm"):
+        pc.prune(odd, "ntk_sap", 0.5, input_shape=SHAPE, options={"batch_size": 1})
+    assert_unchanged(odd, before)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -450,7 +522,7 @@ def test_data_driven_methods_need_data_and_name_the_data_free_ones(method):
 def test_registry_entries():
     assert list(pc.METHODS).index("synflow") < list(pc.METHODS).index("synflow_l2")
     expected = {"synflow_l2": (False, 100, "Gebhart"), "px": (True, 100, "Iurada"),
-                "ntk_sap": (False, 100, "Wang"), "prospr": (True, 1, "Alizadeh")}
+                "ntk_sap": (False, 20, "Wang"), "prospr": (True, 1, "Alizadeh")}
     for name, (needs_data, rounds, author) in expected.items():
         spec = pc.METHODS[name]
         assert (spec.needs_data, spec.default_iterations, spec.paper.split()[0]) == (needs_data, rounds, author)

@@ -23,7 +23,7 @@ from pruning_core.engine.methods import ScoringContext, denormals_flushed, flow_
 
 NTK_SAP_EPSILON = 0.01        # the paper's perturbation scale
 NTK_SAP_BATCH = 4             # Gaussian inputs per draw (ours: CPU-friendly)
-NTK_SAP_REDRAWS = 8           # draws averaged per round (ours: one per round is too noisy, see ntk_sap)
+NTK_SAP_REDRAWS = 5           # draws averaged per round (the authors' published R)
 PROSPR_STEPS = 3              # the paper's inner training steps
 PROSPR_LR = 0.01              # inner SGD learning rate (ours: 0.1 diverges on VGG-16 at init)
 
@@ -82,15 +82,20 @@ class ReluGates:
         return output * pattern.to(output.dtype)
 
 
-def _linearised_flow(model: nn.Module, state: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
-    """Sum of the output of `model` run with `state` (eval mode, no autocast), per input sample."""
+def _eval_output(model: nn.Module, state: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """The output of `model` run with `state` in eval mode, without autocast; the model is left as it was."""
     was_training = model.training
     model.eval()
     try:
         with torch.autocast(device_type=inputs.device.type, enabled=False):
-            return functional_call(model, state, (inputs,)).sum() / inputs.shape[0]
+            return functional_call(model, state, (inputs,))
     finally:
         model.train(was_training)
+
+
+def _linearised_flow(model: nn.Module, state: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """Sum of the output of `model` run with `state` (eval mode, no autocast), per input sample."""
+    return _eval_output(model, state, inputs).sum() / inputs.shape[0]
 
 
 def _squared_state_for_round(ctx: ScoringContext, masks: Masks, key: str) -> dict[str, torch.Tensor]:
@@ -148,54 +153,140 @@ def synflow_l2(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     return scores
 
 
+class ReluIdentity:
+    """Make every `nn.ReLU` call the identity for one forward pass (in-place ReLUs included): the
+    path-kernel network is linear, every path counts whatever the sign of its partial sums."""
+
+    def __init__(self, model: nn.Module):
+        self.modules = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        self.handles: list[Any] = []
+        self.inputs: list[torch.Tensor] = []
+
+    def __enter__(self) -> Self:
+        for module in self.modules:
+            self.handles.append(module.register_forward_pre_hook(self._keep_input))
+            self.handles.append(module.register_forward_hook(self._return_input))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def _keep_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        self.inputs.append(inputs[0])
+        return (inputs[0].clone(),)   # an in-place ReLU rewrites the copy, not the kept input
+
+    def _return_input(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return self.inputs.pop()
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def path_indicator_state(model: nn.Module, masks: Masks, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The state of PX's data copy: each prunable weight replaced by its 0/1 mask, every other weight by
+    ones, every bias by zeros, every normalisation layer by the identity (weight 1, bias 0, running mean 0,
+    running variance 1, for eval mode). Its output on x² sums x_i² over the surviving paths from input i."""
+    state: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        for name, p in module.named_parameters(recurse=False):
+            full = prefix + name
+            if full in masks:
+                state[full] = masks[full].to(device=p.device, dtype=dtype)
+            else:
+                state[full] = (torch.zeros_like if name == "bias" else torch.ones_like)(p, dtype=dtype)
+        for name, b in module.named_buffers(recurse=False):
+            full = prefix + name
+            if isinstance(module, _NORMS) and name in ("running_mean", "running_var"):
+                state[full] = (torch.zeros_like if name == "running_mean" else torch.ones_like)(b, dtype=dtype)
+            else:
+                state[full] = b
+    return state
+
+
+PX_DATA_INPUT_MAX = 2.0 ** -60   # the data copy's largest input in float32: room for 10^56 paths per output
+
+
+def _px_data_pass(ctx: ScoringContext, masks: Masks, dtype: torch.dtype, input_max: float) -> torch.Tensor | None:
+    """One pass of the data copy over the round's batches, the inputs x² scaled by one factor so that the
+    largest is `input_max`; the per-output sums divided by that factor again, in float64, or None when a sum
+    came near the top of `dtype`'s range."""
+    batches = ctx.round_batches()
+    largest = max(float(inputs.detach().square().max()) for inputs, _ in batches)
+    factor = input_max / largest if largest > 0 else 1.0
+    state = path_indicator_state(ctx.model, masks, dtype)
+    pruned = {n: (w.detach() * masks[n]) for n, w in ctx.weights.items()}
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for inputs, _ in batches:
+            with ReluGates(ctx.model) as gates:
+                ctx.forward(pruned, inputs)
+                gates.replay()
+                squared = (inputs.detach().to(dtype).square() * factor).to(dtype)
+                total = total + _eval_output(ctx.model, state, squared).sum(0).to(torch.float64)
+    if not bool(torch.isfinite(total).all()) or float(total.max()) > torch.finfo(dtype).max / 1e3:
+        return None
+    return total / factor
+
+
+def px_data_term(ctx: ScoringContext, masks: Masks) -> torch.Tensor:
+    """PX's data copy, summed over the round's samples: for each output unit c, Σ_x Σ over the surviving
+    paths p into c of x_i(p)² times p's activation pattern on x, the ReLU gates of the pruned network
+    θ ⊙ m on x (pc.prune's train_mode). With all-ones weights it counts paths (about 10^45 per output on
+    VGG-16), so it runs in float32 on inputs scaled down by one factor (the copy is linear in its input, so
+    the factor divides out exactly), and again in float64 if even that overflows (far deeper networks)."""
+    total = _px_data_pass(ctx, masks, torch.float32, PX_DATA_INPUT_MAX)
+    if total is None:
+        total = _px_data_pass(ctx, masks, torch.float64, 1.0)
+    if total is None:
+        raise ValueError("px: the data term overflows float64 on this network (over 10^300 paths per output)")
+    return total
+
+
 @method("px", label="PX (Path eXclusion)",
-        summary="Keeps the weights carrying most of an NTK-trace bound: path kernel gated by the data's ReLU "
-                "patterns.",
+        summary="Keeps the weights carrying most of an NTK-trace bound: the path kernel weighted by the "
+                "data's active paths.",
         paper="Iurada et al. 2024, 'Finding Lottery Tickets in Vision Models via Data-driven Spectral Foresight "
               "Pruning' (CVPR)",
-        formula="θ² ⊙ ∂R/∂θ², R = mean over data x of 1ᵀ f(x²; θ², ReLU gates of the real net on x)",
+        formula="θ² ⊙ |∂R/∂θ²|, R = Σ_c w_c · z_c; z = f(1; θ², no ReLU), w = Σ_x f(x²; m, ReLU gates on x)",
         needs_data=True, default_iterations=100)
 def px(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
-    """PX, Path eXclusion (Iurada et al. 2024): the NTK Θ(x, x) = J_v(x) Π J_v(x)ᵀ splits into the path
-    kernel Π (weights only) and J_v(x), whose entry for a path is the path's input value times its
-    activation pattern on x (data only). PX keeps the weights that contribute most to a bound of its
-    trace built from both. Implemented variant (our reading of the paper's bound, written from the paper,
-    not from the authors' code): every parameter and buffer is squared, as in SynFlow-L2; each nn.ReLU
-    becomes a fixed gate, the 0/1 activation pattern of the current pruned network θ ⊙ m on a real
-    sample x; the squared input x² is fed in. R = mean over the pruning samples of the output's sum =
-    Σ over paths of (x_i · gates)² ∏ θ², and each weight scores θ² ⊙ ∂R/∂θ² (= ½ |θ ⊙ ∂R/∂θ|, the same
-    ranking), its share of R (in a bias-free chain, every layer's scores sum to R). With every gate open
-    and an all-ones input this is SynFlow-L2. Iterative, 100 rounds on the exponential schedule as for
-    SynFlow, the gates recomputed on the pruned network every round, on all pruning batches. Simplifications
-    the paper's bound may not make: max-pooling in the squared network takes its own maximum rather than
-    the data's argmax, activations applied functionally (F.relu) are not gated, and the paper's exact
-    normalisation and treatment of the input may differ from x². Known to differ from the authors' public
-    code (iurada/px-ntk-pruning), which factorises R as Σ_c w_c · z_c: w the no-grad output, summed over
-    the batch, of a copy with the mask as weights, no biases and identity BatchNorm, gated by the real
-    network's ReLUs on x²; z the squared network on an all-ones input; it also draws fresh batches every
-    round. Our variant's masks overlap theirs by about 55% on ResNet-20 (issue 14). Float32 while R stays
-    far inside its range, float64 otherwise (option precision)."""
+    """PX, Path eXclusion (Iurada et al. 2024). The neural tangent kernel splits into the path kernel
+    (how the weights make up each input-output path's value) and the data's part (each path's input and
+    whether the data keeps its ReLUs open). PX keeps the weights that contribute most to an upper bound
+    of the kernel's trace built from the two, computed as in the paper with two copies of the pruned
+    network. The path-kernel copy squares every parameter and buffer (as SynFlow-L2), turns every ReLU
+    into the identity and runs on an all-ones input: z_c, the sum over the paths into output c of the
+    product of their squared weights (BatchNorm as a squared eval-mode scale). The data copy keeps only
+    the structure: the mask for weights, no biases, identity normalisation; it runs on x² with each ReLU
+    replaced by the 0/1 pattern of the real pruned network on x, and w_c sums over the samples and over
+    the surviving paths into c the path's x_i² when the data keeps the path open. R = Σ_c w_c z_c and
+    each weight scores θ² ⊙ |∂R/∂θ²| (the data copy holds no gradient); in a bias-free chain each
+    layer's scores sum to R. The data reaches the score through w, one weight per output: with every
+    weight kept, every output gets the same w and the first round ranks exactly as SynFlow-L2; the data
+    matters from the second round on, once the mask reaches some outputs through other paths. Iterative,
+    100 rounds on the exponential schedule, the gates and w recomputed every round on the round's
+    batches. w is scaled to a largest entry of 1 (it counts paths; the ranking does not change).
+    Where the authors' public code (iurada/px-ntk-pruning) differs: one version squares the gradient of
+    each batch and sums those, another leaves BatchNorm and the classifier unsquared in both copies, and
+    it gates functional activations too; here activations applied functionally (F.relu) stay ungated and
+    max-pooling in either copy takes its own maximum. Float32 while R stays far inside its range, float64
+    otherwise (option precision)."""
+    data = px_data_term(ctx, masks).flatten()
+    largest = float(data.max())
+    data = data / largest if largest > 0 else data
     state = _squared_state_for_round(ctx, masks, "px")
     names = list(masks)
     reference = state[names[0]]
-    pruned = ctx.masked_weights(masks)
-    batches = ctx.round_batches()
-    samples = sum(x.shape[0] for x, _ in batches)
-    totals = [torch.zeros_like(state[n]) for n in names]
-    flow = torch.zeros((), dtype=reference.dtype, device=reference.device)
-    with denormals_flushed(ctx.device):
-        for inputs, _ in batches:
-            with ReluGates(ctx.model) as gates:
-                with torch.no_grad():
-                    ctx.forward(pruned, inputs)
-                gates.replay()
-                squared_inputs = inputs.detach().to(reference.dtype).square()
-                part = _linearised_flow(ctx.model, state, squared_inputs) * (inputs.shape[0] / samples)
-            grads = torch.autograd.grad(part, [state[n] for n in names])
-            totals = [t + g for t, g in zip(totals, grads)]
-            flow = flow + part.detach()
-    scores = {n: g.mul_(state[n].detach()) for n, g in zip(names, totals)}
-    if _retry_in_float64(ctx, "px", flow, scores):
+    ones = torch.ones((1, *ctx.input_shape), dtype=reference.dtype, device=reference.device)
+    with denormals_flushed(ctx.device), ReluIdentity(ctx.model):
+        paths = _eval_output(ctx.model, state, ones).flatten()
+        flow = (data.to(paths) * paths).sum()
+        grads = torch.autograd.grad(flow, [state[n] for n in names])
+    scores = {n: g.abs_().mul_(state[n].detach()) for n, g in zip(names, grads)}
+    if _retry_in_float64(ctx, "px", flow.detach(), scores):
         return px(ctx, masks)
     return scores
 
@@ -223,14 +314,48 @@ def ntk_sap_draws(weights: dict[str, torch.Tensor], spreads: dict[str, float], i
     return thetas, deltas, inputs
 
 
+def draw_batch_norm_statistics(ctx: ScoringContext, weights: dict[str, torch.Tensor],
+                               inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Fresh running statistics for every BatchNorm layer, set to the batch statistics of the network with
+    `weights` on `inputs` (a no-grad train-mode pass with momentum 1: mean and unbiased variance); {} for a
+    network without BatchNorm. The model's own statistics and momenta are left as they were."""
+    norms = {name: m for name, m in ctx.model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    if not norms:
+        return {}
+    buffers: dict[str, torch.Tensor] = {}
+    for name, m in norms.items():
+        buffers[f"{name}.running_mean"] = torch.zeros_like(m.running_mean, dtype=inputs.dtype)
+        buffers[f"{name}.running_var"] = torch.ones_like(m.running_var, dtype=inputs.dtype)
+        buffers[f"{name}.num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
+    momenta = {name: m.momentum for name, m in norms.items()}
+    was_training = ctx.model.training
+    try:
+        for m in norms.values():
+            m.momentum = 1.0
+        ctx.model.train()
+        with torch.no_grad():
+            functional_call(ctx.model, {**{n: w.detach() for n, w in weights.items()}, **buffers}, (inputs,))
+    finally:
+        for name, m in norms.items():
+            m.momentum = momenta[name]
+        ctx.model.train(was_training)
+    return buffers
+
+
 def ntk_sap_saliency(ctx: ScoringContext, masks: Masks, thetas: dict[str, torch.Tensor],
                      deltas: dict[str, torch.Tensor], inputs: torch.Tensor, epsilon: float) -> dict[str, torch.Tensor]:
     """∂Φ/∂m at the current mask m for Φ(m) = mean over x of ‖f(x; θ ⊙ m) − f(x; (θ + εδ) ⊙ m)‖² / ε²,
-    the finite-difference estimate of ‖∂f/∂θ · δ‖² on the masked network (signed: callers take |·|)."""
+    the finite-difference estimate of ‖∂f/∂θ · δ‖² on the masked network (signed: callers take |·|).
+    BatchNorm in both passes uses the statistics of the unperturbed draw θ ⊙ m on these inputs, held
+    fixed (no gradient through them), in eval mode; a network without BatchNorm follows pc.prune's
+    train_mode."""
     gates = {n: masks[n].to(thetas[n].dtype).requires_grad_(True) for n in masks}
     plain = {n: thetas[n] * gates[n] for n in masks}
     moved = {n: (thetas[n] + epsilon * deltas[n]) * gates[n] for n in masks}
-    difference = ctx.forward(plain, inputs) - ctx.forward(moved, inputs)
+    statistics = draw_batch_norm_statistics(ctx, plain, inputs)
+    run = dataclasses.replace(ctx, train_mode=False) if statistics else ctx
+    difference = run.forward({**plain, **statistics}, inputs) - run.forward({**moved, **statistics}, inputs)
     objective = difference.square().sum() / (inputs.shape[0] * epsilon ** 2)
     grads = torch.autograd.grad(objective, [gates[n] for n in masks])
     return dict(zip(masks, grads))
@@ -249,7 +374,7 @@ def _layer_spreads(ctx: ScoringContext) -> dict[str, float]:
                 "and random weights.",
         paper="Wang et al. 2023, 'NTK-SAP: Improving Neural Network Pruning by Aligning Training Dynamics' (ICLR)",
         formula="|∂/∂m E ‖f(x; θ⊙m) − f(x; (θ+εδ)⊙m)‖²|, x, δ ~ N(0, I), θ redrawn from the init, ε = 0.01",
-        needs_data=False, default_iterations=100)
+        needs_data=False, default_iterations=20)
 def ntk_sap(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     """NTK-SAP (Wang et al. 2023): keeps the weights whose removal would change the spectrum of the
     neural tangent kernel most, measured through its trace (the sum of its eigenvalues) ‖∂f/∂θ‖²_F,
@@ -257,21 +382,21 @@ def ntk_sap(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     ε = 0.01, the paper's perturbation scale (option epsilon); each weight scores |∂/∂m| of the
     estimate. Data-free and weight-agnostic as in the paper: the inputs are standard Gaussian noise and
     every draw takes fresh weights θ from the initial distribution (a zero-mean normal with each layer's
-    own init spread), so the mask does not depend on one initialisation. Iterative: 100 rounds on the
-    exponential schedule, the paper's setting. Our defaults, not the paper's: each round averages the
-    mask gradient of 8 draws (option redraws) of weights, perturbation and 4 Gaussian inputs (option
-    batch_size) before taking |·|. As we read the paper it draws one initialisation per round; that
-    estimate is unbiased but so noisy that |·| favours the first layers, and in our tests one draw per
-    round collapsed the digits MLP and CNN below 70% sparsity where eight draws held out about as long
-    as SynFlow. Only the prunable weights are redrawn and perturbed (biases and BatchNorm keep the
-    model's values). Deterministic for a fixed seed. Known to differ from the authors' public code
-    (YiteWang/NTK-SAP): there every draw first recalibrates BatchNorm on its Gaussian batch (a train-mode
-    forward with momentum 1, then both forwards in eval mode), which keeps far more early-layer weights;
-    here BatchNorm follows pc.prune's train_mode. Their script's setting is 20 rounds of 5 draws of
-    10 x classes inputs, not one draw per round (issue 14)."""
+    own init spread), so the mask does not depend on one initialisation. Each round averages the mask
+    gradient of 5 draws (option redraws; the authors' published setting R = 5) of weights, perturbation
+    and Gaussian inputs before taking |·|; 20 rounds on the exponential schedule (the authors' published
+    script). A fresh draw of weights has its own activation statistics, so every draw first sets
+    BatchNorm's statistics to those of its unperturbed network on its Gaussian batch and uses them in
+    both passes (eval mode), as the authors' code does; the model's own running statistics play no part.
+    Ours, not the authors': 4 Gaussian inputs per draw (option batch_size; theirs is a data batch's
+    size, 10 per class), for speed on a CPU. Only the prunable weights are redrawn and perturbed (biases
+    and BatchNorm's scale and shift keep the model's values). Deterministic for a fixed seed."""
     epsilon = float(_positive_number(ctx, "ntk_sap", "epsilon", NTK_SAP_EPSILON))
     batch_size = _positive_number(ctx, "ntk_sap", "batch_size", NTK_SAP_BATCH, whole=True)
     redraws = _positive_number(ctx, "ntk_sap", "redraws", NTK_SAP_REDRAWS, whole=True)
+    if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules()):
+        raise ValueError("ntk_sap option batch_size must be at least 2 for a network with BatchNorm (each draw "
+                         f"takes BatchNorm's statistics from its batch), got {batch_size}")
     spreads = _layer_spreads(ctx)
     totals = {n: torch.zeros_like(w, dtype=w.dtype) for n, w in ctx.weights.items()}
     for _ in range(redraws):
