@@ -2,14 +2,15 @@
 
     python benchmarks/bench_sweep.py                       # both engines, the quick preset (21 cells)
     python benchmarks/bench_sweep.py --workers 4           # a local Ray with 4 CPUs
-    python benchmarks/bench_sweep.py --local-threads 0     # in process with torch's default thread count
+    python benchmarks/bench_sweep.py --local-threads 2     # in process with 2 torch threads (all cores here)
     python benchmarks/bench_sweep.py --seeds 0,1,2         # 63 cells: Ray's start-up spread over more cells
     python benchmarks/bench_sweep.py --repeat 3            # local, ray, local, ray, ...: the best of each
 
 Runs `python -m pruning_core sweep --preset quick` (digits, conv, 5 methods x 4 sparsities + dense, 10 epochs)
 as a fresh process per engine, each with a store of its own, and reads the cells' times from the store.
-In process, torch gets one thread by default (--local-threads), as each 1-CPU Ray task does, so that a cell
-computes the same way on both engines and the difference is Ray's. Figures:
+Cells compute with the package's CPU thread count on both engines ($PRUNING_TORCH_THREADS, default half the
+cores: 1 here, as each 1-CPU Ray task has); --local-threads sets it for the in-process run only, to compare Ray
+with an in-process run that uses every core. Figures:
 - wall: the whole command, from launch to exit (Python start, imports, Ray start, every cell);
 - startup: launch to the first cell's start (for Ray: its start on a worker);
 - cell: a cell's own compute time (total_s: load data, prune, train), mean over the cells;
@@ -50,7 +51,7 @@ def run_cli(engine: str, db: Path, workers: int, local_threads: int, seeds: str)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     if engine == "local" and local_threads > 0:
-        env["OMP_NUM_THREADS"] = str(local_threads)  # torch's intra-op threads
+        env["PRUNING_TORCH_THREADS"] = str(local_threads)  # runs set torch's threads from it, not from OMP
     if engine == "ray":
         argv += ["--engine", "ray"]
         env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"CPU": workers})  # the local instance's CPUs = workers
@@ -81,8 +82,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="seeds of the quick preset (default 0: 21 cells; 0,1,2: 63)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per engine, interleaved (a shared machine's "
                                                                 "load changes from minute to minute)")
-    parser.add_argument("--local-threads", type=int, default=1,
-                        help="torch threads in process (default 1, as a Ray task gets; 0: torch's default)")
+    parser.add_argument("--local-threads", type=int, default=0,
+                        help="torch threads per cell in process (default 0: the package's, half the cores)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -95,7 +96,7 @@ def main() -> None:
                 print(f"{engine}: {result['wall']:.1f} s (load {load:.1f})", file=sys.stderr, flush=True)
     print(f"\n{datetime.date.today().isoformat()}, {platform.machine()} CPU with {os.cpu_count()} cores; "
           f"`sweep --preset quick --seeds {args.seeds} --device cpu`, {results[0]['cells']} cells; torch threads "
-          f"in process: {args.local_threads or 'default'}, per Ray worker: 1\n")
+          f"per cell in process: {args.local_threads or 'the default, half the cores'}; on Ray: the default\n")
     print("| engine | workers | load before | wall s | startup s | mean cell s | sum of cells s | idle s | "
           "idle share | dense accuracy |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -351,6 +351,11 @@ def test_ntk_sap_takes_batch_norm_statistics_from_each_draw_not_from_the_model()
     with pytest.raises(ValueError, match="batch_size must be at least 2 for a network with BatchNorm"):
         pc.prune(odd, "ntk_sap", 0.5, input_shape=SHAPE, options={"batch_size": 1})
     assert_unchanged(odd, before)
+    # Without recalibration, eval-mode BatchNorm uses the model's statistics: the odd ones change the scores.
+    plain = md.ntk_sap_saliency(context(model), PRUNED, *raw, epsilon=0.01, recalibrate=False)
+    skewed = md.ntk_sap_saliency(context(odd), PRUNED, *raw, epsilon=0.01, recalibrate=False)
+    assert not torch.allclose(plain["fc1.weight"], skewed["fc1.weight"])
+    assert not torch.allclose(plain["fc1.weight"], saliency["fc1.weight"])
 
 
 @pytest.mark.parametrize("options, message", [
@@ -359,6 +364,7 @@ def test_ntk_sap_takes_batch_norm_statistics_from_each_draw_not_from_the_model()
     ({"redraws": 1.5}, "ntk_sap option redraws must be a whole number >= 1, got 1.5"),
     ({"batch_size": 0}, "ntk_sap option batch_size must be a whole number >= 1, got 0"),
     ({"batch_size": True}, "ntk_sap option batch_size must be a whole number >= 1, got True"),
+    ({"recalibrate_batch_norm": "no"}, "ntk_sap option recalibrate_batch_norm must be True or False, got 'no'"),
 ])
 def test_ntk_sap_rejects_bad_options_and_leaves_the_model_untouched(options, message):
     model = tiny_net()
