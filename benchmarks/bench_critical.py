@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=BATCH * 10,
                         help="synthetic training images for the methods that train to find their mask (IMP, "
                              "GemMiner): they get the dataset itself, not scoring batches")
+    parser.add_argument("--data-seed", type=int, default=0, help="seeds the draw of the scoring batches (the "
+                                                                  "critical compression's data)")
     parser.add_argument("--no-timing", action="store_true", help="only the critical compression")
     parser.add_argument("--no-critical", action="store_true", help="only the pruning time")
     args = parser.parse_args()
@@ -91,6 +93,7 @@ def main() -> None:
         if not args.no_critical:
             rounds = cc_rounds.get(method, spec.default_iterations)
             batch = args.cc_batch if spec.needs_data else 0
+            torch.manual_seed(args.data_seed)
             batches = scoring_batches(method, rounds, dataset, args.cc_batch, device) if spec.needs_data else None
             if spec.run is not None:   # IMP, GemMiner: they train, on the dataset itself
                 batches, batch = train_set, f"{args.train_images} training images"
