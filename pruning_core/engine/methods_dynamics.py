@@ -265,10 +265,11 @@ def px(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     the surviving paths into c the path's x_i² when the data keeps the path open. R = Σ_c w_c z_c and
     each weight scores θ² ⊙ |∂R/∂θ²| (the data copy holds no gradient); in a bias-free chain each
     layer's scores sum to R. The data reaches the score through w, one weight per output: with every
-    weight kept, every output gets the same w and the first round ranks exactly as SynFlow-L2; the data
-    matters from the second round on, once the mask reaches some outputs through other paths. Iterative,
-    100 rounds on the exponential schedule, the gates and w recomputed every round on the round's
-    batches. w is scaled to a largest entry of 1 (it counts paths; the ranking does not change).
+    weight kept and a fully connected last layer, every output gets the same w and the first round ranks
+    as SynFlow-L2 (exactly so at init, where no squared BatchNorm shift can turn a partial sum negative);
+    the data matters from the second round on, once the mask reaches some outputs through other paths.
+    Iterative, 100 rounds on the exponential schedule, the gates and w recomputed every round on the
+    round's batches. w is scaled to a largest entry of 1 (it counts paths; the ranking does not change).
     Where the authors' public code (iurada/px-ntk-pruning) differs: one version squares the gradient of
     each batch and sums those, another leaves BatchNorm and the classifier unsquared in both copies, and
     it gates functional activations too; here activations applied functionally (F.relu) stay ungated and
@@ -402,7 +403,8 @@ def ntk_sap(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     recalibrate = ctx.options.get("recalibrate_batch_norm", True)
     if not isinstance(recalibrate, bool):
         raise ValueError(f"ntk_sap option recalibrate_batch_norm must be True or False, got {recalibrate!r}")
-    if recalibrate and batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules()):
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules())
+    if recalibrate and batch_size < 2 and has_batch_norm:
         raise ValueError("ntk_sap option batch_size must be at least 2 for a network with BatchNorm (each draw "
                          f"takes BatchNorm's statistics from its batch), got {batch_size}")
     spreads = _layer_spreads(ctx)
