@@ -401,8 +401,9 @@ def ntk_sap(ctx: ScoringContext, masks: Masks) -> dict[str, torch.Tensor]:
     batch_size = _positive_number(ctx, "ntk_sap", "batch_size", NTK_SAP_BATCH, whole=True)
     redraws = _positive_number(ctx, "ntk_sap", "redraws", NTK_SAP_REDRAWS, whole=True)
     recalibrate = ctx.options.get("recalibrate_batch_norm", True)
-    if not isinstance(recalibrate, bool):
-        raise ValueError(f"ntk_sap option recalibrate_batch_norm must be True or False, got {recalibrate!r}")
+    if not isinstance(recalibrate, bool):  # a bad option is a ValueError, as every other: the pages show those
+        raise ValueError(  # noqa: TRY004
+            f"ntk_sap option recalibrate_batch_norm must be True or False, got {recalibrate!r}")
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules())
     if recalibrate and batch_size < 2 and has_batch_norm:
         raise ValueError("ntk_sap option batch_size must be at least 2 for a network with BatchNorm (each draw "
