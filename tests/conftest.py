@@ -8,6 +8,9 @@ for a core). One thread keeps the suite's run time predictable.
 import pytest
 import torch
 
+from pruning_core.infra.jobs import JobManager
+from pruning_core.infra.store import Store
+
 torch.set_num_threads(1)
 
 
@@ -38,3 +41,11 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture()
+def manager(tmp_path):
+    """A job manager with one worker process over a fresh store (the job-queue tests share it)."""
+    jobs = JobManager(Store(tmp_path / "jobs.db"), device="cpu", workers=1)
+    yield jobs
+    jobs.shutdown()

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import pytest
 
 import pruning_core as pc
 from pruning_core.config import RunConfig
-from pruning_core.infra.jobs import JobManager
 from pruning_core.infra.store import SCHEMA_VERSION, Store, User
 from pruning_core.infra.store.schema import MIGRATIONS
 
@@ -115,13 +113,6 @@ def test_a_version_3_file_migrates_and_its_runs_belong_to_nobody(tmp_path):
     with Store(db) as store:
         assert store.schema_version() == SCHEMA_VERSION == 4
         assert store.run_user(1) is None and store.get_run(1)["user"] == {"token": None, "name": None}
-
-
-@pytest.fixture()
-def manager(tmp_path):
-    jobs = JobManager(Store(tmp_path / "jobs.db"), device="cpu", workers=1)
-    yield jobs
-    jobs.shutdown()
 
 
 def test_a_students_single_run_finishes_before_another_students_long_sweep(manager):

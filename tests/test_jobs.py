@@ -18,13 +18,6 @@ from pruning_core.infra.store import Store
 FAST = dict(dataset="digits", model="mlp", epochs=1)
 
 
-@pytest.fixture()
-def manager(tmp_path):
-    jobs = JobManager(Store(tmp_path / "jobs.db"), device="cpu", workers=1)
-    yield jobs
-    jobs.shutdown()
-
-
 def test_submitted_run_executes_in_a_worker_process(manager):
     run_id = manager.submit(pc.RunConfig(method="magnitude", sparsity=0.5, **FAST))
     assert manager.store.get_run(run_id)["status"] in ("queued", "running")
